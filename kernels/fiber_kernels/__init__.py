@@ -1,0 +1,12 @@
+"""fiber_kernels: fused Triton and CUDA kernels for vision-language pre-training.
+
+Each op has one functional entry point with a ``backend="auto"|"triton"|"cuda"|"cpp"|"torch"``
+argument (see ``fiber_kernels.dispatch``); ``python -m fiber_kernels.info`` shows what this
+machine can run.
+"""
+
+from .dispatch import BackendNotSupportedError
+
+__version__ = "0.1.0"
+
+__all__ = ["BackendNotSupportedError", "__version__"]

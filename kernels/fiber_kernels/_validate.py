@@ -1,0 +1,72 @@
+"""Argument checks shared by every public op: each failure names the argument and what was expected."""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import torch
+
+FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _dtype_names(dtypes: Iterable[torch.dtype]) -> str:
+    return ", ".join(str(dtype).replace("torch.", "") for dtype in dtypes)
+
+
+def check_tensor(name: str, value: object, *, ndim: int | Sequence[int] | None = None,
+                 dtypes: Sequence[torch.dtype] | None = None, shape_doc: str = "",
+                 allow_empty: bool = False) -> torch.Tensor:
+    """Check that ``value`` is a tensor of the given rank(s) and dtype(s); return it.
+
+    ``shape_doc`` (e.g. "(B, H, Nq, D)") is quoted in the error so the caller sees the expected form.
+    Raises ``TypeError`` for a non-tensor or wrong dtype and ``ValueError`` for a wrong rank or an
+    empty tensor (unless ``allow_empty``).
+    """
+    expected = f" {shape_doc}" if shape_doc else ""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor{expected}, got {type(value).__name__}")
+    if ndim is not None:
+        ranks = (ndim,) if isinstance(ndim, int) else tuple(ndim)
+        if value.dim() not in ranks:
+            wanted = " or ".join(f"{rank}-D" for rank in ranks)
+            raise ValueError(f"{name} must be {wanted}{expected}, got shape {tuple(value.shape)}")
+    if dtypes is not None and value.dtype not in dtypes:
+        raise TypeError(f"{name} must have dtype in ({_dtype_names(dtypes)}), got {value.dtype}")
+    if not allow_empty and value.numel() == 0:
+        raise ValueError(f"{name} must not be empty{expected}, got shape {tuple(value.shape)}")
+    return value
+
+
+def check_same_device(**tensors: torch.Tensor | None) -> torch.device:
+    """Check that every given tensor (None skipped) is on one device; return that device."""
+    present = {name: t for name, t in tensors.items() if t is not None}
+    devices = {name: t.device for name, t in present.items()}
+    if len(set(devices.values())) > 1:
+        listing = ", ".join(f"{name} on {device}" for name, device in devices.items())
+        raise ValueError(f"all tensors must be on one device, got {listing}")
+    return next(iter(devices.values()))
+
+
+def check_same_dtype(**tensors: torch.Tensor | None) -> torch.dtype:
+    """Check that every given tensor (None skipped) has one dtype; return that dtype."""
+    present = {name: t for name, t in tensors.items() if t is not None}
+    dtypes = {name: t.dtype for name, t in present.items()}
+    if len(set(dtypes.values())) > 1:
+        listing = ", ".join(f"{name} is {dtype}" for name, dtype in dtypes.items())
+        raise TypeError(f"all tensors must have one dtype, got {listing}")
+    return next(iter(dtypes.values()))
+
+
+def check_choice(name: str, value: object, choices: Sequence[object]) -> None:
+    """Check that ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+
+
+def check_positive_int(name: str, value: object, *, minimum: int = 1) -> int:
+    """Check that ``value`` is an int (not bool) >= ``minimum``; return it."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int >= {minimum}, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
+    return value

@@ -1,0 +1,174 @@
+"""Backend choice for every fiber_kernels op.
+
+Each op registers its backends here (``register_backend``) and asks ``select_backend`` which one
+serves a call. A backend answers ``not_supported_reasons``: the generic reasons of its kind (is the
+extension built, is the tensor on the right device) plus the op's own (dtype, head dim, ...). The
+first backend of the auto order with no reasons wins; an explicitly requested backend that cannot
+serve the call raises ``BackendNotSupportedError`` listing every reason.
+
+Auto order (DESIGN §4): CUDA tensors on sm80+ → triton, cuda, torch; on sm70/sm75 → cuda, torch
+(Triton has no Volta tensor-core path); CPU tensors → cpp (a C++ CPU kernel of ``_C``), torch.
+``FIBER_KERNELS_BACKEND`` replaces ``"auto"`` globally; a backend named in the call wins over it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import torch
+
+from . import _extension
+
+BACKEND_NAMES = ("triton", "cuda", "cpp", "torch")
+ENV_VAR = "FIBER_KERNELS_BACKEND"
+
+
+class BackendNotSupportedError(RuntimeError):
+    """The requested backend cannot serve this call; the message lists every reason."""
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """Where a call runs: ``type`` "cpu" or "cuda", and the compute capability for CUDA."""
+
+    type: str
+    capability: tuple[int, int] | None = None
+
+    @classmethod
+    def of(cls, tensor: torch.Tensor) -> "DeviceInfo":
+        """Describe the device of ``tensor`` (fake and meta CUDA tensors count as CUDA sm80)."""
+        device = tensor.device
+        if device.type != "cuda":
+            return cls(device.type)
+        if torch.cuda.is_available():
+            return cls("cuda", torch.cuda.get_device_capability(device))
+        return cls("cuda", (8, 0))
+
+    def __str__(self) -> str:
+        if self.capability is None:
+            return self.type
+        return f"{self.type} sm{self.capability[0]}{self.capability[1]}"
+
+
+ReasonsFn = Callable[..., list[str]]
+
+
+@dataclass
+class Backend:
+    """One implementation of one op: ``impl`` runs it, ``reasons(device, **inputs)`` says why it can't."""
+
+    op: str
+    name: str
+    impl: Callable[..., Any]
+    reasons: ReasonsFn | None = None
+
+    def not_supported_reasons(self, device: DeviceInfo, inputs: Mapping[str, Any] | None = None) -> list[str]:
+        """Every reason this backend cannot serve a call on ``device`` with ``inputs`` (empty: it can)."""
+        found = list(GENERIC_REASONS[self.name](self.op, device))
+        if self.reasons is not None and inputs is not None:
+            found += self.reasons(device, **inputs)
+        return found
+
+
+@dataclass
+class _Registry:
+    ops: dict[str, dict[str, Backend]] = field(default_factory=dict)
+
+
+_REGISTRY = _Registry()
+
+
+def register_backend(op: str, name: str, impl: Callable[..., Any], reasons: ReasonsFn | None = None) -> Backend:
+    """Register ``impl`` as backend ``name`` of ``op``; ``reasons(device, **inputs) -> list[str]``."""
+    if name not in BACKEND_NAMES:
+        raise ValueError(f"backend name must be one of {BACKEND_NAMES}, got {name!r}")
+    backend = Backend(op, name, impl, reasons)
+    _REGISTRY.ops.setdefault(op, {})[name] = backend
+    return backend
+
+
+def registered_ops() -> dict[str, dict[str, Backend]]:
+    """Every registered op and its backends, by name."""
+    return {op: dict(backends) for op, backends in _REGISTRY.ops.items()}
+
+
+def auto_order(device: DeviceInfo) -> tuple[str, ...]:
+    """Backends that ``"auto"`` tries, in order, for ``device``."""
+    if device.type == "cuda":
+        if device.capability is not None and device.capability >= (8, 0):
+            return ("triton", "cuda", "torch")
+        return ("cuda", "torch")
+    return ("cpp", "torch")
+
+
+def resolve_requested(backend: str) -> str:
+    """Apply ``FIBER_KERNELS_BACKEND`` to a call's ``backend`` argument and validate the name."""
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be a str, one of {('auto',) + BACKEND_NAMES}, got {type(backend).__name__}")
+    if backend == "auto":
+        backend = os.environ.get(ENV_VAR, "auto") or "auto"
+        if backend != "auto" and backend not in BACKEND_NAMES:
+            raise ValueError(f"{ENV_VAR} must be one of {('auto',) + BACKEND_NAMES}, got {backend!r}")
+    elif backend not in BACKEND_NAMES:
+        raise ValueError(f"backend must be one of {('auto',) + BACKEND_NAMES}, got {backend!r}")
+    return backend
+
+
+def select_backend(op: str, device: DeviceInfo, backend: str = "auto",
+                   inputs: Mapping[str, Any] | None = None) -> Backend:
+    """Return the backend of ``op`` that serves a call on ``device`` with ``inputs``.
+
+    Raises ``BackendNotSupportedError`` naming every reason when the requested backend (or, for
+    "auto", every backend of the auto order) cannot serve the call.
+    """
+    if op not in _REGISTRY.ops:
+        raise ValueError(f"unknown op {op!r}; registered ops: {sorted(_REGISTRY.ops)}")
+    backends = _REGISTRY.ops[op]
+    requested = resolve_requested(backend)
+    candidates = auto_order(device) if requested == "auto" else (requested,)
+    all_reasons: list[str] = []
+    for name in candidates:
+        if name not in backends:
+            all_reasons.append(f"{name}: {op} has no {name} backend")
+            continue
+        reasons = backends[name].not_supported_reasons(device, inputs)
+        if not reasons:
+            return backends[name]
+        all_reasons += [f"{name}: {reason}" for reason in reasons]
+    label = "auto" if requested == "auto" else repr(requested)
+    raise BackendNotSupportedError(
+        f"{op}: no backend can serve this call on {device} (requested {label}):\n  - " + "\n  - ".join(all_reasons))
+
+
+def _triton_reasons(op: str, device: DeviceInfo) -> list[str]:
+    reasons = []
+    if not _extension.triton_available():
+        reasons.append(f"triton is not importable ({_extension.triton_import_error()})")
+    if device.type == "cpu" and os.environ.get("TRITON_INTERPRET", "0") != "1":
+        reasons.append("tensors are on the CPU and TRITON_INTERPRET=1 is not set")
+    elif device.type not in ("cpu", "cuda"):
+        reasons.append(f"device type {device.type!r} is not supported (cuda, or cpu under TRITON_INTERPRET=1)")
+    if device.type == "cuda" and device.capability is not None and device.capability < (7, 0):
+        reasons.append(f"compute capability {device.capability} is below sm70")
+    return reasons
+
+
+def _compiled_reasons(op: str, device: DeviceInfo, expected_device: str) -> list[str]:
+    reasons = []
+    if device.type != expected_device:
+        reasons.append(f"tensors are on {device.type}, this backend needs {expected_device} tensors")
+    if not _extension.is_built():
+        reasons.append(f"fiber_kernels._C is not built ({_extension.load_error()})")
+    elif not _extension.has_kernel(op, "CUDA" if expected_device == "cuda" else "CPU"):
+        reasons.append(f"fiber_kernels._C has no {expected_device} kernel for {op}")
+    return reasons
+
+
+GENERIC_REASONS: dict[str, Callable[[str, DeviceInfo], list[str]]] = {
+    "triton": _triton_reasons,
+    "cuda": lambda op, device: _compiled_reasons(op, device, "cuda"),
+    "cpp": lambda op, device: _compiled_reasons(op, device, "cpu"),
+    "torch": lambda op, device: [],
+}

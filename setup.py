@@ -1,0 +1,144 @@
+"""Build script for fiber-fast: two import packages and an optional compiled extension.
+
+``fiber_kernels`` (the drop-in kernel library, source in ``kernels/``) and ``fiber_fast`` (model,
+data, training, CLI) are pure Python. ``fiber_kernels._C`` is built from ``csrc/`` when possible:
+
+* CUDA + C++ sources when torch is a CUDA build, a CUDA toolkit is found, and either a GPU is
+  visible or ``FIBER_FAST_CUDA=1``; ``TORCH_CUDA_ARCH_LIST`` picks the architectures.
+* C++ CPU sources only, otherwise.
+* Nothing when ``FIBER_FAST_BUILD_EXT=0``.
+
+A failed optional build prints a warning and the install still succeeds without ``_C``.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import sys
+import warnings
+
+from setuptools import find_packages, setup
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_CUDA_ARCHS = "7.0;8.0;9.0"
+
+
+def find_cuda_home() -> str | None:
+    """Return the CUDA toolkit root, looking through wrapper scripts for ``nvcc``.
+
+    On the development machines ``nvcc`` on PATH is a wrapper in ``/usr/local/bin`` and the real
+    toolkit is ``/usr/local/cuda``; torch would guess ``/usr/local`` from the wrapper.
+    """
+    for env in ("CUDA_HOME", "CUDA_PATH"):
+        if os.environ.get(env):
+            return os.environ[env]
+    nvcc = shutil.which("nvcc")
+    candidates = []
+    if nvcc:
+        prefix = os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))
+        candidates += [os.path.join(os.path.dirname(os.path.dirname(nvcc)), "cuda"), prefix]
+    candidates.append("/usr/local/cuda")
+    for candidate in candidates:
+        if all(os.path.isfile(os.path.join(candidate, *part)) for part in (("bin", "nvcc"), ("include", "cuda_runtime.h"))):
+            return candidate
+    return None
+
+
+def nvidia_wheel_include_dirs() -> list[str]:
+    """Header folders of the ``nvidia.cu13`` wheel (cusparse.h etc. that torch's headers include)."""
+    try:
+        import nvidia.cu13 as cu13  # type: ignore[import-not-found]
+    except ImportError:
+        return []
+    return [os.path.join(path, "include") for path in cu13.__path__ if os.path.isdir(os.path.join(path, "include"))]
+
+
+def extension_sources(with_cuda: bool) -> list[str]:
+    """Sources of ``_C``: every ``.cpp`` (and ``.cu`` with CUDA) under csrc/, except the host emulation
+    (``csrc/emu/`` and ``*_emu.cpp`` files, which only the test harness builds)."""
+    patterns = ["csrc/**/*.cpp"] + (["csrc/**/*.cu"] if with_cuda else [])
+    sources = []
+    for pattern in patterns:
+        for path in sorted(glob.glob(os.path.join(ROOT, pattern), recursive=True)):
+            rel = os.path.relpath(path, ROOT)
+            if not rel.startswith(os.path.join("csrc", "emu")) and not rel.endswith("_emu.cpp"):
+                sources.append(rel)
+    return sources
+
+
+def build_extensions() -> tuple[list, dict]:
+    """Return ``(ext_modules, cmdclass)`` for ``_C``; empty when the build is switched off or impossible."""
+    if os.environ.get("FIBER_FAST_BUILD_EXT", "1") == "0":
+        return [], {}
+    cuda_home = find_cuda_home()
+    if cuda_home:
+        os.environ.setdefault("CUDA_HOME", cuda_home)  # read by torch.utils.cpp_extension at import
+    try:
+        import torch
+        from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
+    except ImportError:
+        warnings.warn("fiber-fast: torch is not importable at build time; fiber_kernels._C is not built "
+                      "(install torch first and use --no-build-isolation)")
+        return [], {}
+
+    force_cuda = os.environ.get("FIBER_FAST_CUDA", "0") == "1"
+    with_cuda = bool(torch.version.cuda) and cuda_home is not None and (force_cuda or torch.cuda.is_available())
+    sources = extension_sources(with_cuda)
+    if not sources:
+        return [], {}
+
+    include_dirs = [os.path.join(ROOT, "csrc"), os.path.join(ROOT, "csrc", "include")]
+    cxx_flags = ["-O3", "-std=c++20"]
+    if with_cuda:
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_CUDA_ARCHS)
+        archs = os.environ["TORCH_CUDA_ARCH_LIST"]
+        define = [("FIBER_KERNELS_WITH_CUDA", "1"), ("FIBER_KERNELS_CUDA_ARCHS", f'"{archs}"')]
+        ext = CUDAExtension(
+            "fiber_kernels._C", sources, include_dirs=include_dirs + nvidia_wheel_include_dirs(),
+            define_macros=define,
+            extra_compile_args={"cxx": cxx_flags, "nvcc": ["-O3", "-std=c++20", "--use_fast_math", "-lineinfo"]},
+        )
+    else:
+        ext = CppExtension("fiber_kernels._C", sources, include_dirs=include_dirs,
+                           define_macros=[("FIBER_KERNELS_CUDA_ARCHS", '""')],
+                           extra_compile_args={"cxx": cxx_flags})
+
+    class OptionalBuildExtension(BuildExtension):
+        """Build ``_C`` if possible; warn and go on without it if the compiler fails."""
+
+        def run(self) -> None:
+            try:
+                super().run()
+            except Exception as error:  # noqa: BLE001 - any build failure must not break install
+                warnings.warn(f"fiber-fast: optional extension fiber_kernels._C failed to build ({error}); "
+                              "the Triton and PyTorch backends still work")
+                print(f"WARNING: fiber_kernels._C not built: {error}", file=sys.stderr)
+
+    return [ext], {"build_ext": OptionalBuildExtension.with_options(use_ninja=shutil.which("ninja") is not None)}
+
+
+ext_modules, cmdclass = build_extensions()
+
+setup(
+    name="fiber-fast",
+    version="0.1.0",
+    description="Fused Triton and CUDA kernels for vision-language pre-training (FIBER, OSCAR)",
+    long_description=open(os.path.join(ROOT, "README.md"), encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    package_dir={"fiber_kernels": "kernels/fiber_kernels", "fiber_fast": "fiber_fast"},
+    packages=["fiber_kernels"] + [f"fiber_kernels.{p}" for p in find_packages("kernels/fiber_kernels")]
+    + ["fiber_fast"] + [f"fiber_fast.{p}" for p in find_packages("fiber_fast")],
+    install_requires=["torch>=2.4", "triton>=3.2; platform_system=='Linux'", "numpy"],
+    extras_require={
+        "test": ["pytest>=8", "pytest-benchmark>=5", "hypothesis>=6", "ninja", "ruff"],
+        "bench": ["pytest-benchmark>=5", "matplotlib", "ninja"],
+        "train": ["deepspeed>=0.15"],
+    },
+    entry_points={"console_scripts": ["fiber-fast=fiber_fast.cli:main"]},
+    ext_modules=ext_modules,
+    cmdclass=cmdclass,
+    zip_safe=False,
+)
