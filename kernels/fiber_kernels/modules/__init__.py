@@ -1,0 +1,1 @@
+"""nn.Module drop-ins built on fiber_kernels ops (state dicts match the modules they replace)."""
