@@ -119,26 +119,31 @@ def build_extensions() -> tuple[list, dict]:
     return [ext], {"build_ext": OptionalBuildExtension.with_options(use_ninja=shutil.which("ninja") is not None)}
 
 
-ext_modules, cmdclass = build_extensions()
+def main() -> None:
+    """Run setuptools with the extension (if any)."""
+    ext_modules, cmdclass = build_extensions()
+    setup(
+        name="fiber-fast",
+        version="0.1.0",
+        description="Fused Triton and CUDA kernels for vision-language pre-training (FIBER, OSCAR)",
+        long_description=open(os.path.join(ROOT, "README.md"), encoding="utf-8").read(),
+        long_description_content_type="text/markdown",
+        python_requires=">=3.10",
+        package_dir={"fiber_kernels": "kernels/fiber_kernels", "fiber_fast": "fiber_fast"},
+        packages=["fiber_kernels"] + [f"fiber_kernels.{p}" for p in find_packages("kernels/fiber_kernels")]
+        + ["fiber_fast"] + [f"fiber_fast.{p}" for p in find_packages("fiber_fast")],
+        install_requires=["torch>=2.4", "triton>=3.2; platform_system=='Linux'", "numpy"],
+        extras_require={
+            "test": ["pytest>=8", "pytest-benchmark>=5", "hypothesis>=6", "ninja", "ruff"],
+            "bench": ["pytest-benchmark>=5", "matplotlib", "ninja"],
+            "train": ["deepspeed>=0.15"],
+        },
+        entry_points={"console_scripts": ["fiber-fast=fiber_fast.cli:main"]},
+        ext_modules=ext_modules,
+        cmdclass=cmdclass,
+        zip_safe=False,
+    )
 
-setup(
-    name="fiber-fast",
-    version="0.1.0",
-    description="Fused Triton and CUDA kernels for vision-language pre-training (FIBER, OSCAR)",
-    long_description=open(os.path.join(ROOT, "README.md"), encoding="utf-8").read(),
-    long_description_content_type="text/markdown",
-    python_requires=">=3.10",
-    package_dir={"fiber_kernels": "kernels/fiber_kernels", "fiber_fast": "fiber_fast"},
-    packages=["fiber_kernels"] + [f"fiber_kernels.{p}" for p in find_packages("kernels/fiber_kernels")]
-    + ["fiber_fast"] + [f"fiber_fast.{p}" for p in find_packages("fiber_fast")],
-    install_requires=["torch>=2.4", "triton>=3.2; platform_system=='Linux'", "numpy"],
-    extras_require={
-        "test": ["pytest>=8", "pytest-benchmark>=5", "hypothesis>=6", "ninja", "ruff"],
-        "bench": ["pytest-benchmark>=5", "matplotlib", "ninja"],
-        "train": ["deepspeed>=0.15"],
-    },
-    entry_points={"console_scripts": ["fiber-fast=fiber_fast.cli:main"]},
-    ext_modules=ext_modules,
-    cmdclass=cmdclass,
-    zip_safe=False,
-)
+
+if __name__ == "__main__":
+    main()
