@@ -4,7 +4,8 @@
 data, training, CLI) are pure Python. ``fiber_kernels._C`` is built from ``csrc/`` when possible:
 
 * CUDA + C++ sources when torch is a CUDA build, a CUDA toolkit is found, and either a GPU is
-  visible or ``FIBER_FAST_CUDA=1``; ``TORCH_CUDA_ARCH_LIST`` picks the architectures.
+  visible or ``FIBER_FAST_CUDA=1``; ``TORCH_CUDA_ARCH_LIST`` picks the architectures (default sm80 +
+  sm90, plus sm70 when the nvcc is CUDA 12: CUDA 13 has no sm70).
 * C++ CPU sources only, otherwise.
 * Nothing when ``FIBER_FAST_BUILD_EXT=0``.
 
@@ -15,14 +16,29 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 import shutil
+import subprocess
 import sys
 import warnings
 
 from setuptools import find_packages, setup
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_CUDA_ARCHS = "7.0;8.0;9.0"
+
+def default_cuda_archs(cuda_home: str) -> str:
+    """Architectures built when TORCH_CUDA_ARCH_LIST is unset: sm70 (V100) only with nvcc < 13.
+
+    CUDA 13 dropped sm70; V100 builds need a CUDA 12 toolkit.
+    """
+    try:
+        out = subprocess.run([os.path.join(cuda_home, "bin", "nvcc"), "--version"], capture_output=True,
+                             text=True, check=True).stdout
+        major = int(re.search(r"release (\d+)\.", out).group(1))  # type: ignore[union-attr]
+    except (OSError, subprocess.CalledProcessError, AttributeError, ValueError):
+        return "8.0;9.0"
+    return "8.0;9.0" if major >= 13 else "7.0;8.0;9.0"
+
 
 
 def find_cuda_home() -> str | None:
@@ -41,7 +57,8 @@ def find_cuda_home() -> str | None:
         candidates += [os.path.join(os.path.dirname(os.path.dirname(nvcc)), "cuda"), prefix]
     candidates.append("/usr/local/cuda")
     for candidate in candidates:
-        if all(os.path.isfile(os.path.join(candidate, *part)) for part in (("bin", "nvcc"), ("include", "cuda_runtime.h"))):
+        required = (("bin", "nvcc"), ("include", "cuda_runtime.h"))
+        if all(os.path.isfile(os.path.join(candidate, *part)) for part in required):
             return candidate
     return None
 
@@ -80,7 +97,7 @@ def build_extensions() -> tuple[list, dict]:
         from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
     except ImportError:
         warnings.warn("fiber-fast: torch is not importable at build time; fiber_kernels._C is not built "
-                      "(install torch first and use --no-build-isolation)")
+                      "(install torch first and use --no-build-isolation)", stacklevel=2)
         return [], {}
 
     force_cuda = os.environ.get("FIBER_FAST_CUDA", "0") == "1"
@@ -92,7 +109,7 @@ def build_extensions() -> tuple[list, dict]:
     include_dirs = [os.path.join(ROOT, "csrc"), os.path.join(ROOT, "csrc", "include")]
     cxx_flags = ["-O3", "-std=c++20"]
     if with_cuda:
-        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_CUDA_ARCHS)
+        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", default_cuda_archs(cuda_home))
         archs = os.environ["TORCH_CUDA_ARCH_LIST"]
         define = [("FIBER_KERNELS_WITH_CUDA", "1"), ("FIBER_KERNELS_CUDA_ARCHS", f'"{archs}"')]
         ext = CUDAExtension(
@@ -113,7 +130,7 @@ def build_extensions() -> tuple[list, dict]:
                 super().run()
             except Exception as error:  # noqa: BLE001 - any build failure must not break install
                 warnings.warn(f"fiber-fast: optional extension fiber_kernels._C failed to build ({error}); "
-                              "the Triton and PyTorch backends still work")
+                              "the Triton and PyTorch backends still work", stacklevel=2)
                 print(f"WARNING: fiber_kernels._C not built: {error}", file=sys.stderr)
 
     return [ext], {"build_ext": OptionalBuildExtension.with_options(use_ninja=shutil.which("ninja") is not None)}
@@ -134,7 +151,11 @@ def main() -> None:
         + ["fiber_fast"] + [f"fiber_fast.{p}" for p in find_packages("fiber_fast")],
         install_requires=["torch>=2.4", "triton>=3.2; platform_system=='Linux'", "numpy"],
         extras_require={
-            "test": ["pytest>=8", "pytest-benchmark>=5", "hypothesis>=6", "ninja", "ruff"],
+            "test": ["pytest>=8", "pytest-benchmark>=5", "hypothesis>=6", "ninja", "ruff",
+                     # sm70 evidence: NVRTC 12 compiles device code for V100 (CUDA 13 has no sm70;
+                     # the nvcc-cu12 wheel ships ptxas and headers, not nvcc itself)
+                     "nvidia-cuda-nvrtc-cu12", "nvidia-cuda-runtime-cu12", "nvidia-cuda-nvcc-cu12",
+                     "nvidia-cuda-cccl-cu12"],
             "bench": ["pytest-benchmark>=5", "matplotlib", "ninja"],
             "train": ["deepspeed>=0.15"],
         },

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 from fiber_kernels import dispatch
 from fiber_kernels.dispatch import BackendNotSupportedError, DeviceInfo
 

@@ -5,7 +5,6 @@ import sys
 
 import pytest
 import torch
-
 from fiber_kernels import _extension, dispatch, info
 
 

@@ -54,3 +54,14 @@ def test_sources_exclude_the_host_emulation(setup_module) -> None:
 def test_build_can_be_switched_off(setup_module, monkeypatch) -> None:
     monkeypatch.setenv("FIBER_FAST_BUILD_EXT", "0")
     assert setup_module.build_extensions() == ([], {})
+
+
+def test_default_archs_follow_the_nvcc_release(setup_module, tmp_path: Path) -> None:
+    for release, expected in (("13.0", "8.0;9.0"), ("12.9", "7.0;8.0;9.0")):
+        toolkit = tmp_path / release
+        (toolkit / "bin").mkdir(parents=True)
+        nvcc = toolkit / "bin" / "nvcc"
+        nvcc.write_text(f"#!/bin/sh\necho 'Cuda compilation tools, release {release}, V{release}.1'\n")
+        nvcc.chmod(0o755)
+        assert setup_module.default_cuda_archs(str(toolkit)) == expected
+    assert setup_module.default_cuda_archs(str(tmp_path / "missing")) == "8.0;9.0"

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 from fiber_kernels import _validate as v
 
 

@@ -14,7 +14,7 @@ import torch
 CPP_NAMESPACE = "fiber_kernels_C"
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load() -> tuple[Any, str | None]:
     try:
         from . import _C  # type: ignore[attr-defined]
@@ -54,7 +54,7 @@ def has_kernel(op: str, dispatch_key: str) -> bool:
         return False
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _triton() -> tuple[bool, str]:
     try:
         import triton  # noqa: F401

@@ -14,8 +14,9 @@ Auto order (DESIGN §4): CUDA tensors on sm80+ → triton, cuda, torch; on sm70/
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import torch
 
@@ -37,7 +38,7 @@ class DeviceInfo:
     capability: tuple[int, int] | None = None
 
     @classmethod
-    def of(cls, tensor: torch.Tensor) -> "DeviceInfo":
+    def of(cls, tensor: torch.Tensor) -> DeviceInfo:
         """Describe the device of ``tensor`` (fake and meta CUDA tensors count as CUDA sm80)."""
         device = tensor.device
         if device.type != "cuda":
