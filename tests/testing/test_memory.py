@@ -85,11 +85,18 @@ def _custom_function(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     return _ScaledTanh.apply(x, 2.0, w) @ w.new_ones(w.shape[0], 3)
 
 
-@pytest.mark.parametrize("fn", [eager_attention, sdpa, "custom"])
+def _broadcast_bias(x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """Swin's ``attn + bias.unsqueeze(0)``: the bias gradient must be summed over the broadcast dim."""
+    return (x + bias.unsqueeze(0)).softmax(-1)
+
+
+@pytest.mark.parametrize("fn", [eager_attention, sdpa, "custom", "broadcast"])
 def test_python_engine_matches_torch_engine_on_cpu(fn, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
     """The fallback engine used for fake CUDA tensors gives torch's figures where both can run."""
     if fn == "custom":
         fn, inputs = _custom_function, [torch.randn(50, 40, requires_grad=True), torch.randn(40, requires_grad=True)]
+    elif fn == "broadcast":
+        fn, inputs = _broadcast_bias, [torch.randn(6, 4, 9, requires_grad=True), torch.randn(4, 9, requires_grad=True)]
     else:
         inputs = _qkv()
     expected = peak_bytes(fn, *inputs)

@@ -237,6 +237,9 @@ def _python_backward(outputs: Sequence[torch.Tensor], seeds: Sequence[torch.Tens
             grad = None if results is None else results[index]
             if grad is not None:
                 results[index] = None  # the buffer now owns it, as in torch's engine
+                expected = child._input_metadata[input_nr].shape
+                if grad.shape != expected:  # a broadcast input: reduce as torch's validate_outputs does
+                    grad = grad.sum_to_size(expected)
                 _accumulate(buffers, child, input_nr, grad)
                 del grad
             dependencies[child] -= 1
