@@ -1,0 +1,186 @@
+"""Baseline attention cores FIBER uses today: eager (as FIBER's code) vs SDPA (+ flash-attn, xformers
+where a GPU exists), forward / backward / both, for (a) FIBER cross-attention and (b) Swin window
+attention with the relative-position bias and the shifted-window mask.
+
+Shapes: a small CPU set (``--quick``) and the real FIBER shapes of shared/SHAPES.md (coarse 384²
+batch 8, fine 800x1344 batch 2). Times are measured on this machine's CPU in fp32; saved/peak bytes
+on fake CUDA bf16 tensors (real shapes, nothing allocated) and on CPU fp32 for the quick shapes;
+projected GPU times from counted FLOPs and bytes (roofline, labelled projected).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bench.attention_cores import (
+    eager_cross_attention,
+    eager_window_attention,
+    flash_attn_reason,
+    flash_cross_attention,
+    relative_position_index,
+    sdpa_cross_attention,
+    sdpa_window_attention,
+    shift_mask,
+    window_bias,
+    xformers_attention,
+    xformers_cross_attention,
+    xformers_reason,
+)
+from bench.harness import (
+    Case,
+    KernelBench,
+    Provider,
+    Recorder,
+    Shape,
+    UnsupportedCaseError,
+    run_memory,
+    run_projection,
+    run_speed,
+)
+
+PROVIDERS = (
+    Provider("eager"),
+    Provider("sdpa"),
+    Provider("flash_attn", flash_attn_reason),
+    Provider("xformers", xformers_reason),
+)
+
+
+def attention_flops(batch: int, heads: int, nq: int, nk: int, head_dim: int) -> dict[str, float]:
+    """Model FLOPs of one attention core (matmuls only; softmax and mask adds not counted):
+    fwd = 2 matmuls (q kᵀ, p v) x 2·Nq·Nk·D = 4·B·H·Nq·Nk·D; bwd = 4 matmuls (dv, dp, dq, dk) =
+    8·B·H·Nq·Nk·D (no recomputation counted); full = fwd + bwd = 12·B·H·Nq·Nk·D."""
+    fwd = 4.0 * batch * heads * nq * nk * head_dim
+    return {"fwd": fwd, "bwd": 2.0 * fwd, "full": 3.0 * fwd}
+
+
+# ---- (a) cross-attention: dims B (query batch), Bk (key batch), H, Nq, Nk, D, pad (padded text keys)
+def _xattn(label: str, B: int, Bk: int, H: int, Nq: int, Nk: int, D: int, pad: int, **flags: bool) -> Shape:
+    return Shape(label, {"B": B, "Bk": Bk, "H": H, "Nq": Nq, "Nk": Nk, "D": D, "pad": pad}, **flags)
+
+
+CROSS_SHAPES = (
+    _xattn("quick_i2t", 8, 2, 4, 144, 40, 32, 10, quick=True),
+    _xattn("quick_t2i", 2, 2, 12, 40, 576, 64, 0, quick=True),
+    # coarse 384², batch 8: image->text per window (stage 3: 4 windows/image, stage 4: 1), text->image
+    _xattn("coarse_i2t_s3", 32, 8, 16, 144, 40, 32, 10),
+    _xattn("coarse_i2t_s4", 8, 8, 32, 144, 40, 32, 10),
+    _xattn("coarse_t2i_s3", 8, 8, 12, 40, 576, 64, 0),
+    _xattn("coarse_t2i_s4", 8, 8, 12, 40, 144, 64, 0),
+    # fine 800x1344, batch 2: 256 text tokens, windows of the padded map (stage 3: 35, stage 4: 12)
+    _xattn("fine_i2t_s3", 70, 2, 16, 144, 256, 32, 64),
+    _xattn("fine_i2t_s4", 24, 2, 32, 144, 256, 32, 64),
+    _xattn("fine_t2i_s3", 2, 2, 12, 256, 4200, 64, 0),
+    _xattn("fine_t2i_s4", 2, 2, 12, 256, 1050, 64, 0),
+)
+
+
+def build_cross(provider: str, shape: Shape, device: torch.device, dtype: torch.dtype) -> Case:
+    """Random q ``(B, H, Nq, D)``, k/v ``(Bk, H, Nk, D)`` (all trainable) and a key padding mask
+    ``(Bk, Nk)`` (True = padding) on the last ``pad`` keys (None when pad = 0). Image->text shapes
+    (label contains ``i2t``) scale the query first as FIBER's Swin side does; text->image the scores."""
+    B, Bk, H, Nq, Nk, D, pad = (shape.dims[k] for k in ("B", "Bk", "H", "Nq", "Nk", "D", "pad"))
+    q = torch.randn(B, H, Nq, D, device=device, dtype=dtype, requires_grad=True)
+    k, v = (torch.randn(Bk, H, Nk, D, device=device, dtype=dtype, requires_grad=True) for _ in range(2))
+    mask = None
+    if pad:
+        mask = torch.zeros(Bk, Nk, device=device, dtype=torch.bool)
+        mask[:, Nk - pad:] = True
+    if provider == "flash_attn" and mask is not None:
+        raise UnsupportedCaseError("flash_attn: key padding needs flash_attn_varlen_func (unpadded keys); not wired")
+    fn = {"eager": eager_cross_attention, "sdpa": sdpa_cross_attention, "flash_attn": flash_cross_attention,
+          "xformers": xformers_cross_attention}[provider]
+    return Case(fn, (q, k, v, mask, "i2t" in shape.label), attention_flops(B, H, Nq, Nk, D))
+
+
+CROSS = KernelBench("cross_attention_core", PROVIDERS, CROSS_SHAPES, build_cross)
+
+
+# ---- (b) window attention: dims B (images), Ht, Wt (token map, multiple of window), window, shift, H, D
+def _win(label: str, B: int, Ht: int, Wt: int, H: int, shift: int, window: int = 12, D: int = 32,
+         **flags: bool) -> Shape:
+    return Shape(label, {"B": B, "Ht": Ht, "Wt": Wt, "window": window, "shift": shift, "H": H, "D": D}, **flags)
+
+
+WINDOW_SHAPES = (
+    _win("quick_w7", 2, 14, 14, 4, 3, window=7, quick=True),
+    _win("quick_w12", 1, 24, 24, 4, 6, quick=True),
+    # coarse 384², batch 8, shifted blocks (stage 4: window = map size, no shift)
+    _win("coarse_s1", 8, 96, 96, 4, 6),
+    _win("coarse_s2", 8, 48, 48, 8, 6),
+    _win("coarse_s3", 8, 24, 24, 16, 6),
+    _win("coarse_s4", 8, 12, 12, 32, 0),
+    # fine 800x1344 (padded to window 12), batch 2, shifted blocks
+    _win("fine_s1", 2, 204, 336, 4, 6, cpu_time=False),
+    _win("fine_s2", 2, 108, 168, 8, 6, cpu_time=False),
+    _win("fine_s3", 2, 60, 84, 16, 6),
+    _win("fine_s4", 2, 36, 48, 32, 6),
+)
+
+
+def build_window(provider: str, shape: Shape, device: torch.device, dtype: torch.dtype) -> Case:
+    """q/k/v ``(B·nW, H, w², D)`` and the bias table ``((2w-1)², H)`` trainable; relative index and
+    shift mask ``(nW, w², w²)`` (None when shift = 0) fixed."""
+    B, Ht, Wt, w, shift, H, D = (shape.dims[k] for k in ("B", "Ht", "Wt", "window", "shift", "H", "D"))
+    windows, n = (Ht // w) * (Wt // w), w * w
+    q, k, v = (torch.randn(B * windows, H, n, D, device=device, dtype=dtype, requires_grad=True) for _ in range(3))
+    table = (0.02 * torch.randn((2 * w - 1) ** 2, H, device=device, dtype=dtype)).requires_grad_()
+    if device.type == "cuda" and not torch.cuda.is_available():  # fake tensors hold no values: shapes only
+        rel_index = torch.zeros(n, n, device=device, dtype=torch.long)
+        mask = torch.zeros(windows, n, n, device=device, dtype=dtype) if shift else None
+    else:
+        rel_index = relative_position_index(w).to(device)
+        mask = shift_mask(Ht, Wt, w, shift).to(device=device, dtype=dtype) if shift else None
+
+    def xformers_window(q, k, v, table, rel_index, mask):
+        bias = window_bias(table, rel_index).unsqueeze(0)
+        if mask is not None:
+            bias = (bias + mask.unsqueeze(1)).repeat(q.shape[0] // mask.shape[0], 1, 1, 1)
+        return xformers_attention(q, k, v, bias)
+
+    fn = {"eager": eager_window_attention, "sdpa": sdpa_window_attention, "xformers": xformers_window}.get(provider)
+    if fn is None:
+        raise UnsupportedCaseError(f"{provider} takes no additive bias (Swin bias + shift mask)")
+    return Case(fn, (q, k, v, table, rel_index, mask), attention_flops(B * windows, H, n, n, D))
+
+
+def _window_flash_reason(device: torch.device, purpose: str) -> str | None:
+    return flash_attn_reason(device, purpose) or "flash-attn takes no additive bias (Swin bias + shift mask)"
+
+
+WINDOW = KernelBench(
+    "window_attention_core",
+    (PROVIDERS[0], PROVIDERS[1], Provider("flash_attn", _window_flash_reason), PROVIDERS[3]),
+    WINDOW_SHAPES, build_window,
+)
+
+
+@pytest.mark.parametrize("provider,shape,mode", CROSS.speed_params())
+def test_cross_speed(benchmark, recorder: Recorder, provider: str, shape: Shape, mode: str) -> None:
+    run_speed(benchmark, recorder, CROSS, provider, shape, mode)
+
+
+@pytest.mark.parametrize("provider,shape,device", CROSS.memory_params())
+def test_cross_memory(recorder: Recorder, provider: str, shape: Shape, device: str) -> None:
+    run_memory(recorder, CROSS, provider, shape, device)
+
+
+@pytest.mark.parametrize("provider,shape", CROSS.shape_params())
+def test_cross_projection(recorder: Recorder, provider: str, shape: Shape) -> None:
+    run_projection(recorder, CROSS, provider, shape)
+
+
+@pytest.mark.parametrize("provider,shape,mode", WINDOW.speed_params())
+def test_window_speed(benchmark, recorder: Recorder, provider: str, shape: Shape, mode: str) -> None:
+    run_speed(benchmark, recorder, WINDOW, provider, shape, mode)
+
+
+@pytest.mark.parametrize("provider,shape,device", WINDOW.memory_params())
+def test_window_memory(recorder: Recorder, provider: str, shape: Shape, device: str) -> None:
+    run_memory(recorder, WINDOW, provider, shape, device)
+
+
+@pytest.mark.parametrize("provider,shape", WINDOW.shape_params())
+def test_window_projection(recorder: Recorder, provider: str, shape: Shape) -> None:
+    run_projection(recorder, WINDOW, provider, shape)
