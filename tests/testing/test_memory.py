@@ -179,3 +179,31 @@ def test_custom_op_with_fake_impl_on_fake_cuda() -> None:
     # x (2 MiB) + output (2 MiB) + ones (2 MiB) + input gradient (2 MiB); the op saves nothing.
     assert saved_bytes(lambda t: _scale_op(t, 3.0), x) == 0
     assert peak_bytes(lambda t: _scale_op(t, 3.0), x) == 4 * 1024 * 1024 * 2
+
+
+@torch.library.custom_op("fiber_kernels_testing_tests::shift", mutates_args=())
+def _shift_op(x: torch.Tensor, offset: float = 1.0) -> torch.Tensor:
+    return x + offset
+
+
+@_shift_op.register_fake
+def _(x: torch.Tensor, offset: float = 1.0) -> torch.Tensor:
+    return torch.empty_like(x)
+
+
+def _shift_op_setup(ctx, inputs, output) -> None:  # noqa: ANN001
+    ctx.inputs = len(inputs)
+
+
+# setup_context sees the defaulted argument, so the backward returns a gradient slot for it too.
+_shift_op.register_autograd(lambda ctx, grad: (grad,) + (None,) * (ctx.inputs - 1), setup_context=_shift_op_setup)
+
+
+def test_custom_op_called_without_its_defaulted_argument_on_fake_cuda() -> None:
+    """The fallback engine accepts the extra None gradient of an omitted default, as torch's does."""
+    (x,) = fake_cuda(((256, 256), torch.float32))
+    # x + output + ones + x.grad, 256 KiB each: the backward passes the ones through, and the leaf
+    # copies a gradient that someone else (here the caller) still holds
+    assert peak_bytes(_shift_op, x) == 4 * 256 * 256 * 4
+    cpu = torch.randn(8, requires_grad=True)
+    assert peak_bytes(_shift_op, cpu) == 4 * 8 * 4  # torch's own engine agrees on CPU

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import collections
 import heapq
+import sys
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
@@ -198,7 +199,7 @@ def _python_backward(outputs: Sequence[torch.Tensor], seeds: Sequence[torch.Tens
     for output, seed in zip(outputs, seeds, strict=True):
         node = output.grad_fn
         if node is None:  # a leaf returned as is
-            _accumulate_into_leaf(output, seed)
+            _accumulate_into_leaf(output, [seed], 0)
             continue
         _accumulate(buffers, node, output.output_nr, seed)
         roots.append(node)
@@ -261,20 +262,24 @@ def _children(node: Any) -> list[tuple[Any, int]]:
     return list(node.next_functions)
 
 
-def _accumulate_into_leaf(leaf: torch.Tensor, grad: torch.Tensor) -> None:
-    """torch's AccumulateGrad: the first gradient takes the leaf's strides (a copy when they differ,
-    the "gradient layout contract"), later ones are added in place."""
+def _accumulate_into_leaf(leaf: torch.Tensor, grads: list[torch.Tensor | None], index: int) -> None:
+    """torch's AccumulateGrad: the first gradient is stolen when nothing else holds it and it has the
+    leaf's strides, else copied (a seed the caller holds, a gradient passed through to two inputs, the
+    "gradient layout contract"); later ones are added in place. ``grads[index]`` is taken over."""
+    grad = grads[index]
+    grads[index] = None
     if leaf.grad is not None:
         leaf.grad.add_(grad)
         return
-    if grad.stride() != leaf.stride():
+    # the references here: the name ``grad`` and getrefcount's argument
+    if grad.stride() != leaf.stride() or sys.getrefcount(grad) > 2:
         grad = grad.new_empty_strided(leaf.shape, leaf.stride()).copy_(grad)
     leaf.grad = grad
 
 
 def _run_node(node: Any, grads: list[torch.Tensor | None]) -> list[torch.Tensor | None] | None:
     if type(node).__name__ == "AccumulateGrad":
-        _accumulate_into_leaf(node.variable, grads[0])
+        _accumulate_into_leaf(node.variable, grads, 0)
         return None
     if isinstance(node, torch.autograd.function.BackwardCFunction):
         # A Python autograd.Function: materialise None gradients (its default) and keep the results
@@ -284,7 +289,12 @@ def _run_node(node: Any, grads: list[torch.Tensor | None]) -> list[torch.Tensor 
                 for g, m in zip(grads, metadata, strict=True)]
         results = node.apply(*full)
         results = results if isinstance(results, tuple) else (results,)
-        return [r for r, needed in zip(results, node.needs_input_grad, strict=True) if needed]
+        # As torch's engine: gradients past the inputs given to apply (a custom op's defaulted
+        # arguments) are allowed when they are None.
+        needed_count = len(node.needs_input_grad)
+        if any(extra is not None for extra in results[needed_count:]):
+            raise RuntimeError(f"{type(node).__name__} returned {len(results)} gradients for {needed_count} inputs")
+        return [r for r, needed in zip(results[:needed_count], node.needs_input_grad, strict=True) if needed]
     results = node(*grads)
     return list(results) if isinstance(results, (tuple, list)) else [results]
 
