@@ -5,8 +5,9 @@ argument (see ``fiber_kernels.dispatch``); ``python -m fiber_kernels.info`` show
 machine can run.
 """
 
+from .atss import atss_assign, atss_targets
 from .dispatch import BackendNotSupportedError
 
 __version__ = "0.1.0"
 
-__all__ = ["BackendNotSupportedError", "__version__"]
+__all__ = ["BackendNotSupportedError", "__version__", "atss_assign", "atss_targets"]

@@ -1,0 +1,167 @@
+// C++ CPU kernel of ATSS assignment, batched over images and boxes, without (A, G) matrices.
+//
+// Phase 1 (parallel over image x box): per level, the k nearest anchors by a bounded insertion
+// into a sorted key list (keys of atss_kernel.cuh: distance bits, then anchor index), their IoUs,
+// the float64 mean + unbiased std threshold, and the positive candidates. Memory B*G*L*k.
+// Phase 2 (parallel over images): each positive candidate claims its anchor with a packed
+// (IoU, box) key; the highest IoU wins, the lower box index on ties. Memory B*A.
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+#include <torch/types.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "atss/atss_launch.h"
+#include "atss/atss_kernel.cuh"
+
+namespace fiber_kernels {
+namespace atss {
+namespace {
+
+struct Candidates {
+  std::vector<int32_t> anchor;  // (B*G, L, K) anchor index, -1 where not positive
+  std::vector<float> iou;       // (B*G, L, K)
+};
+
+// Keeps the k smallest keys seen so far, sorted ascending. Anchors arrive in increasing index
+// order, so a squared distance strictly above the current worst's cannot enter (its key is larger).
+class NearestK {
+ public:
+  explicit NearestK(int64_t k) : k_(k) { keys_.reserve(k); worst_sq_.reserve(k); }
+
+  void reset() { keys_.clear(); worst_sq_.clear(); }
+
+  void offer(float sq, int64_t anchor) {
+    const bool full = static_cast<int64_t>(keys_.size()) == k_;
+    if (full && sq > worst_sq_.back()) return;
+    const uint64_t key = distance_key(fk_sqrt(sq), anchor);
+    if (full && key >= keys_.back()) return;
+    if (full) { keys_.pop_back(); worst_sq_.pop_back(); }
+    const auto pos = std::upper_bound(keys_.begin(), keys_.end(), key) - keys_.begin();
+    keys_.insert(keys_.begin() + pos, key);
+    worst_sq_.insert(worst_sq_.begin() + pos, sq);
+  }
+
+  const std::vector<uint64_t>& keys() const { return keys_; }
+
+ private:
+  int64_t k_;
+  std::vector<uint64_t> keys_;
+  std::vector<float> worst_sq_;  // squared distance of each kept key, same order
+};
+
+void select_box(const float* anchors, const float* anchor_cx, const float* anchor_cy, const int64_t* level_starts,
+                int64_t num_levels, int64_t topk_total, const Box& gt, bool glip, NearestK& nearest,
+                int32_t* out_anchor, float* out_iou) {
+  const float gcx = center_x(gt);
+  const float gcy = center_y(gt);
+  int64_t n = 0;
+  double sum = 0.0;
+  for (int64_t l = 0; l < num_levels; ++l) {
+    nearest.reset();
+    for (int64_t a = level_starts[l]; a < level_starts[l + 1]; ++a) {
+      nearest.offer(squared_distance(anchor_cx[a], anchor_cy[a], gcx, gcy), a);
+    }
+    const auto& keys = nearest.keys();
+    for (size_t j = 0; j < keys.size(); ++j) {
+      const int64_t a = key_anchor(keys[j]);
+      const float iou = box_iou(load_box(anchors, a), gt, glip);
+      out_anchor[l * topk_total + j] = static_cast<int32_t>(a);
+      out_iou[l * topk_total + j] = iou;
+      sum += static_cast<double>(iou);
+      ++n;
+    }
+  }
+  if (n == 0) return;
+  const double mean = sum / static_cast<double>(n);
+  double centered = 0.0;
+  for (int64_t s = 0; s < num_levels * topk_total; ++s) {
+    if (out_anchor[s] < 0) continue;
+    const double d = static_cast<double>(out_iou[s]) - mean;
+    centered += d * d;
+  }
+  const float threshold = iou_threshold(mean, centered, n);
+  for (int64_t s = 0; s < num_levels * topk_total; ++s) {
+    const int32_t a = out_anchor[s];
+    if (a < 0) continue;
+    const bool positive = out_iou[s] >= threshold && center_inside(anchor_cx[a], anchor_cy[a], gt);
+    if (!positive) out_anchor[s] = -1;
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor> atss_assign_fwd_cpu(const at::Tensor& anchors_in, const at::Tensor& level_starts_in,
+                                                       const at::Tensor& gt_boxes_in, const at::Tensor& gt_mask_in,
+                                                       int64_t topk_total, bool glip) {
+  check_assign_inputs(anchors_in, level_starts_in, gt_boxes_in, gt_mask_in, topk_total);
+  const at::Tensor anchors = anchors_in.contiguous();
+  const at::Tensor gt_boxes = gt_boxes_in.contiguous();
+  const at::Tensor gt_mask = gt_mask_in.contiguous();
+  const at::Tensor level_starts = level_starts_in.contiguous();
+  const int64_t B = gt_boxes.size(0), G = gt_boxes.size(1), A = anchors.size(1);
+  const int64_t L = level_starts.size(0) - 1;
+  const int64_t anchor_batch_stride = anchors.size(0) == 1 ? 0 : A;
+
+  at::Tensor matched = at::full({B, A}, -1, gt_boxes.options().dtype(at::kLong));
+  at::Tensor matched_iou = at::zeros({B, A}, gt_boxes.options());
+  if (B == 0 || A == 0 || G == 0) return {matched, matched_iou};
+
+  const float* anchors_ptr = anchors.data_ptr<float>();
+  const float* gt_ptr = gt_boxes.data_ptr<float>();
+  const bool* mask_ptr = gt_mask.data_ptr<bool>();
+  const int64_t* starts = level_starts.data_ptr<int64_t>();
+
+  // Anchor centres, computed once per distinct anchor set.
+  const int64_t anchor_sets = anchors.size(0);
+  std::vector<float> cx(anchor_sets * A), cy(anchor_sets * A);
+  at::parallel_for(0, anchor_sets * A, 4096, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const Box a = load_box(anchors_ptr, i);
+      cx[i] = center_x(a);
+      cy[i] = center_y(a);
+    }
+  });
+
+  const int64_t per_box = L * topk_total;
+  Candidates cand{std::vector<int32_t>(B * G * per_box, -1), std::vector<float>(B * G * per_box, 0.0f)};
+  at::parallel_for(0, B * G, 1, [&](int64_t begin, int64_t end) {
+    NearestK nearest(topk_total);
+    for (int64_t bg = begin; bg < end; ++bg) {
+      if (!mask_ptr[bg]) continue;
+      const int64_t b = bg / G;
+      const int64_t set = b * (anchor_batch_stride ? 1 : 0);
+      select_box(anchors_ptr + set * A * 4, cx.data() + set * A, cy.data() + set * A, starts, L, topk_total,
+                 load_box(gt_ptr, bg), glip, nearest, cand.anchor.data() + bg * per_box,
+                 cand.iou.data() + bg * per_box);
+    }
+  });
+
+  int64_t* matched_ptr = matched.data_ptr<int64_t>();
+  float* iou_ptr = matched_iou.data_ptr<float>();
+  at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+    std::vector<int64_t> claims(A);
+    for (int64_t b = begin; b < end; ++b) {
+      std::fill(claims.begin(), claims.end(), kNoClaim);
+      for (int64_t g = 0; g < G; ++g) {
+        const int64_t base = (b * G + g) * per_box;
+        for (int64_t s = 0; s < per_box; ++s) {
+          const int32_t a = cand.anchor[base + s];
+          if (a < 0) continue;
+          claims[a] = std::max(claims[a], claim_key(cand.iou[base + s], g));
+        }
+      }
+      for (int64_t a = 0; a < A; ++a) {
+        matched_ptr[b * A + a] = claim_box(claims[a]);
+        iou_ptr[b * A + a] = claim_iou(claims[a]);
+      }
+    }
+  });
+  return {matched, matched_iou};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(fiber_kernels_C, CPU, m) { m.impl("atss_assign_fwd", &atss_assign_fwd_cpu); }
+
+}  // namespace atss
+}  // namespace fiber_kernels

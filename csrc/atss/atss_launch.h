@@ -1,0 +1,45 @@
+// Input checks and buffers of the atss_assign_fwd launchers (CPU kernel, CUDA launcher, emulation
+// binding), so the three accept exactly the same arguments (schema in atss_ops.cpp) and the CUDA
+// launcher and its emulation allocate the same buffers.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+
+namespace fiber_kernels {
+namespace atss {
+
+inline void check_assign_inputs(const at::Tensor& anchors, const at::Tensor& level_starts, const at::Tensor& gt_boxes,
+                                const at::Tensor& gt_mask, int64_t topk_total) {
+  TORCH_CHECK(anchors.dim() == 3 && anchors.size(2) == 4 && anchors.scalar_type() == at::kFloat,
+              "atss_assign_fwd: anchors must be float32 (1 or B, A, 4)");
+  TORCH_CHECK(gt_boxes.dim() == 3 && gt_boxes.size(2) == 4 && gt_boxes.scalar_type() == at::kFloat,
+              "atss_assign_fwd: gt_boxes must be float32 (B, G, 4)");
+  TORCH_CHECK(gt_mask.dim() == 2 && gt_mask.scalar_type() == at::kBool && gt_mask.size(0) == gt_boxes.size(0) &&
+                  gt_mask.size(1) == gt_boxes.size(1),
+              "atss_assign_fwd: gt_mask must be bool (B, G)");
+  TORCH_CHECK(level_starts.dim() == 1 && level_starts.size(0) >= 2 && level_starts.scalar_type() == at::kLong,
+              "atss_assign_fwd: level_starts must be int64 (L + 1,)");
+  TORCH_CHECK(topk_total >= 1, "atss_assign_fwd: topk_total must be >= 1");
+  TORCH_CHECK(anchors.size(0) == 1 || anchors.size(0) == gt_boxes.size(0), "atss_assign_fwd: anchors batch must be 1 or B");
+  TORCH_CHECK(anchors.size(1) < (int64_t{1} << 31), "atss_assign_fwd: at most 2^31 - 1 anchors");
+}
+
+// Outputs and workspace of the CUDA kernels: matched (B, A) i64, matched_iou (B, A) f32, claims
+// (B, A) i64 filled with -1, and the per-box candidate rows (B * G, L, kMaxK) of anchor i32 and IoU f32.
+struct AssignBuffers {
+  at::Tensor matched, matched_iou, claims, cand_anchor, cand_iou;
+};
+
+inline AssignBuffers make_assign_buffers(const at::Tensor& anchors, const at::Tensor& level_starts,
+                                         const at::Tensor& gt_boxes, int64_t max_k) {
+  const int64_t B = gt_boxes.size(0), G = gt_boxes.size(1), A = anchors.size(1), L = level_starts.size(0) - 1;
+  const auto options = gt_boxes.options();
+  return AssignBuffers{at::empty({B, A}, options.dtype(at::kLong)), at::empty({B, A}, options),
+                       at::full({B, A}, -1, options.dtype(at::kLong)), at::empty({B * G, L, max_k}, options.dtype(at::kInt)),
+                       at::empty({B * G, L, max_k}, options)};
+}
+
+}  // namespace atss
+}  // namespace fiber_kernels

@@ -1,0 +1,212 @@
+"""Public entry points ``atss_assign`` and ``atss_targets``: validation, dispatch, docs.
+
+Backends of op ``"atss_assign"`` (``fiber_kernels.dispatch``): ``triton`` (CUDA, or CPU tensors under
+``TRITON_INTERPRET=1`` when asked for by name), ``cuda`` (the CUDA kernel of ``fiber_kernels._C``, for
+sm70+, available when ``_C`` was built with CUDA), ``cpp`` (the C++ CPU kernel of ``_C``), ``torch``
+(the per-image reference loop). One C++ op, ``fiber_kernels_C::atss_assign_fwd``, serves ``cuda`` and
+``cpp`` by the device of its tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from .. import _extension, dispatch
+from .._validate import check_choice, check_positive_int, check_same_device, check_tensor
+from .reference import CONVENTIONS, atss_assign_reference
+from .targets import targets_for
+from .triton_atss import K_PADS, MAX_LEVELS, atss_assign_triton
+
+OP = "atss_assign"
+MAX_ANCHORS = 2**31 - 1
+CUDA_MAX_K = 128  # kMaxK of csrc/atss/atss_kernel.cuh
+
+
+def _level_sizes(num_anchors_per_level: object, num_anchors: int) -> list[int]:
+    if isinstance(num_anchors_per_level, torch.Tensor):
+        if num_anchors_per_level.dim() != 1 or num_anchors_per_level.is_floating_point():
+            raise TypeError("num_anchors_per_level must be a sequence of ints or a 1-D integer tensor, got "
+                            f"a {num_anchors_per_level.dim()}-D {num_anchors_per_level.dtype} tensor")
+        num_anchors_per_level = num_anchors_per_level.tolist()
+    if not isinstance(num_anchors_per_level, Sequence) or isinstance(num_anchors_per_level, str):
+        raise TypeError(f"num_anchors_per_level must be a sequence of ints, got {type(num_anchors_per_level).__name__}")
+    if len(num_anchors_per_level) == 0:
+        raise ValueError("num_anchors_per_level must name at least one level, got an empty sequence")
+    sizes = []
+    for size in num_anchors_per_level:
+        if isinstance(size, bool) or not isinstance(size, int):
+            raise TypeError(f"num_anchors_per_level must hold ints, got {type(size).__name__}")
+        if size < 0:
+            raise ValueError(f"num_anchors_per_level must hold sizes >= 0, got {list(num_anchors_per_level)}")
+        sizes.append(size)
+    if sum(sizes) != num_anchors:
+        raise ValueError(f"num_anchors_per_level must sum to the number of anchors A = {num_anchors}, "
+                         f"got {sizes} (sum {sum(sizes)})")
+    return sizes
+
+
+def _check_boxes(name: str, boxes: torch.Tensor, valid: torch.Tensor | None = None) -> None:
+    """Finite coordinates and x2 >= x1, y2 >= y1 for every box (of ``valid`` ones when given)."""
+    chosen = boxes if valid is None else boxes[valid]
+    if not bool(torch.isfinite(chosen).all()):
+        raise ValueError(f"{name} must hold finite coordinates, got NaN or inf")
+    bad = (chosen[..., 2] < chosen[..., 0]) | (chosen[..., 3] < chosen[..., 1])
+    if bool(bad.any()):
+        first = chosen[bad][0].tolist()
+        raise ValueError(f"{name} must be xyxy with x2 >= x1 and y2 >= y1, got {int(bad.sum())} inverted box(es), "
+                         f"first {first}")
+
+
+def validate(anchors: object, num_anchors_per_level: object, gt_boxes: object, gt_mask: object, topk: object,
+             anchors_per_location: object, convention: object) -> list[int]:
+    """Check every argument of ``atss_assign``; return the level sizes as ints."""
+    check_tensor("anchors", anchors, ndim=(2, 3), dtypes=(torch.float32,), shape_doc="(A, 4) or (B, A, 4)",
+                 allow_empty=True)
+    check_tensor("gt_boxes", gt_boxes, ndim=3, dtypes=(torch.float32,), shape_doc="(B, G, 4)", allow_empty=True)
+    if gt_mask is not None:
+        check_tensor("gt_mask", gt_mask, ndim=2, dtypes=(torch.bool,), shape_doc="(B, G)", allow_empty=True)
+    check_same_device(anchors=anchors, gt_boxes=gt_boxes, gt_mask=gt_mask)
+    check_positive_int("topk", topk)
+    check_positive_int("anchors_per_location", anchors_per_location)
+    check_choice("convention", convention, CONVENTIONS)
+    if anchors.shape[-1] != 4:
+        raise ValueError(f"anchors must be (A, 4) or (B, A, 4) xyxy, got shape {tuple(anchors.shape)}")
+    if gt_boxes.shape[-1] != 4:
+        raise ValueError(f"gt_boxes must be (B, G, 4) xyxy, got shape {tuple(gt_boxes.shape)}")
+    if anchors.dim() == 3 and anchors.shape[0] != gt_boxes.shape[0]:
+        raise ValueError(f"anchors (B, A, 4) and gt_boxes (B, G, 4) must have the same batch B, "
+                         f"got {anchors.shape[0]} and {gt_boxes.shape[0]}")
+    if gt_mask is not None and tuple(gt_mask.shape) != tuple(gt_boxes.shape[:2]):
+        raise ValueError(f"gt_mask must have shape (B, G) = {tuple(gt_boxes.shape[:2])}, got {tuple(gt_mask.shape)}")
+    sizes = _level_sizes(num_anchors_per_level, anchors.shape[-2])
+    _check_boxes("anchors", anchors)
+    _check_boxes("gt_boxes", gt_boxes, gt_mask)
+    return sizes
+
+
+def _level_starts(sizes: list[int], device: torch.device) -> torch.Tensor:
+    return torch.tensor([0] + sizes, dtype=torch.int64).cumsum(0).to(device)
+
+
+def _triton_reasons(device: dispatch.DeviceInfo, anchors: torch.Tensor, sizes: list[int], topk_total: int,
+                    **_: object) -> list[str]:
+    reasons = []
+    if topk_total > K_PADS[-1]:
+        reasons.append(f"topk * anchors_per_location must be <= {K_PADS[-1]}, got {topk_total}")
+    if len(sizes) > MAX_LEVELS:
+        reasons.append(f"at most {MAX_LEVELS} levels, got {len(sizes)}")
+    if anchors.shape[-2] > MAX_ANCHORS:
+        reasons.append(f"at most {MAX_ANCHORS} anchors, got {anchors.shape[-2]}")
+    return reasons
+
+
+def _cpp_reasons(device: dispatch.DeviceInfo, anchors: torch.Tensor, **_: object) -> list[str]:
+    return [f"at most {MAX_ANCHORS} anchors, got {anchors.shape[-2]}"] if anchors.shape[-2] > MAX_ANCHORS else []
+
+
+def _cuda_reasons(device: dispatch.DeviceInfo, anchors: torch.Tensor, topk_total: int, **_: object) -> list[str]:
+    reasons = _cpp_reasons(device, anchors)
+    if topk_total > CUDA_MAX_K:
+        reasons.append(f"topk * anchors_per_location must be <= {CUDA_MAX_K}, got {topk_total}")
+    return reasons
+
+
+def _batched_anchors(anchors: torch.Tensor) -> torch.Tensor:
+    return (anchors[None] if anchors.dim() == 2 else anchors).contiguous()
+
+
+def _run_triton(anchors, sizes, gt_boxes, gt_mask, topk_total, glip, **_):
+    return atss_assign_triton(_batched_anchors(anchors), _level_starts(sizes, anchors.device), gt_boxes, gt_mask,
+                              topk_total, glip)
+
+
+def _run_compiled(anchors, sizes, gt_boxes, gt_mask, topk_total, glip, **_):
+    starts = _level_starts(sizes, gt_boxes.device)
+    return torch.ops.fiber_kernels_C.atss_assign_fwd(_batched_anchors(anchors), starts, gt_boxes.contiguous(),
+                                                     gt_mask.contiguous(), topk_total, glip)
+
+
+def _run_torch(anchors, sizes, gt_boxes, gt_mask, topk, anchors_per_location, convention, **_):
+    return atss_assign_reference(anchors, sizes, gt_boxes, gt_mask, topk=topk,
+                                 anchors_per_location=anchors_per_location, convention=convention)
+
+
+def _compiled_op_shapes(anchors: torch.Tensor, level_starts: torch.Tensor, gt_boxes: torch.Tensor,
+                        gt_mask: torch.Tensor, topk_total: int, glip: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fake impl of ``fiber_kernels_C::atss_assign_fwd``: ``(B, A)`` int64 and ``(B, A)`` fp32."""
+    shape = (gt_boxes.shape[0], anchors.shape[1])
+    return gt_boxes.new_empty(shape, dtype=torch.int64), gt_boxes.new_empty(shape, dtype=torch.float32)
+
+
+if _extension.is_built() and hasattr(torch.ops.fiber_kernels_C, "atss_assign_fwd"):
+    torch.library.register_fake("fiber_kernels_C::atss_assign_fwd", _compiled_op_shapes)
+
+dispatch.register_backend(OP, "triton", _run_triton, _triton_reasons)
+dispatch.register_backend(OP, "cuda", _run_compiled, _cuda_reasons)
+dispatch.register_backend(OP, "cpp", _run_compiled, _cpp_reasons)
+dispatch.register_backend(OP, "torch", _run_torch)
+
+
+def atss_assign(anchors: torch.Tensor, num_anchors_per_level: Sequence[int] | torch.Tensor, gt_boxes: torch.Tensor,
+                gt_mask: torch.Tensor | None = None, *, topk: int = 9, anchors_per_location: int = 1,
+                convention: str = "glip", backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+    """Batched ATSS assignment (GLIP/FIBER ``prepare_targets``, mmdetection ``ATSSAssigner``).
+
+    Args:
+        anchors: ``(A, 4)`` shared by the batch or ``(B, A, 4)``, fp32 xyxy, levels concatenated.
+        num_anchors_per_level: anchors per FPN level, summing to A.
+        gt_boxes: ``(B, G, 4)`` fp32 xyxy, padded to the largest box count.
+        gt_mask: ``(B, G)`` bool, True for real boxes (None: all real).
+        topk: anchors taken per level per box (ATSS ``TOPK``); per level ``k = min(topk *
+            anchors_per_location, anchors in the level)``, as GLIP (mmdetection: anchors_per_location = 1).
+        convention: ``"glip"`` (+1 box widths) or ``"mmdet"`` (no +1, union >= 1e-6).
+        backend: ``"auto"``, ``"triton"``, ``"cuda"``, ``"cpp"`` or ``"torch"``.
+
+    Returns:
+        ``matched_gt`` ``(B, A)`` int64: index into G of the box each anchor is assigned to, -1 for
+        background; ``matched_iou`` ``(B, A)`` fp32: its IoU, 0 for background.
+
+    The fused backends never build ``(A, G)`` matrices: memory O(B*G*levels*k + B*A).
+    """
+    sizes = validate(anchors, num_anchors_per_level, gt_boxes, gt_mask, topk, anchors_per_location, convention)
+    if gt_mask is None:
+        gt_mask = torch.ones(gt_boxes.shape[:2], dtype=torch.bool, device=gt_boxes.device)
+    inputs = dict(anchors=anchors, sizes=sizes, gt_boxes=gt_boxes, gt_mask=gt_mask, topk=topk,
+                  anchors_per_location=anchors_per_location, convention=convention,
+                  topk_total=topk * anchors_per_location, glip=convention == "glip")
+    chosen = dispatch.select_backend(OP, dispatch.DeviceInfo.of(gt_boxes), backend, inputs)
+    return chosen.impl(**inputs)
+
+
+def atss_targets(anchors: torch.Tensor, matched_gt: torch.Tensor, gt_boxes: torch.Tensor, *,
+                 convention: str = "glip") -> tuple[torch.Tensor, torch.Tensor]:
+    """Regression and centerness targets of the anchors ``atss_assign`` matched.
+
+    anchors ``(A, 4)`` or ``(B, A, 4)`` fp32, matched_gt ``(B, A)`` int64 (-1 background), gt_boxes
+    ``(B, G, 4)`` fp32. Returns regression targets ``(B, A, 4)`` (``"glip"``: GLIP's box coder, weights
+    10, 10, 5, 5, +1 widths; ``"mmdet"``: DeltaXYWH with stds 0.1, 0.1, 0.2, 0.2) and centerness
+    ``(B, A)`` fp32; background anchors get zeros.
+    """
+    check_tensor("anchors", anchors, ndim=(2, 3), dtypes=(torch.float32,), shape_doc="(A, 4) or (B, A, 4)",
+                 allow_empty=True)
+    check_tensor("matched_gt", matched_gt, ndim=2, dtypes=(torch.int64,), shape_doc="(B, A)", allow_empty=True)
+    check_tensor("gt_boxes", gt_boxes, ndim=3, dtypes=(torch.float32,), shape_doc="(B, G, 4)", allow_empty=True)
+    check_same_device(anchors=anchors, matched_gt=matched_gt, gt_boxes=gt_boxes)
+    check_choice("convention", convention, CONVENTIONS)
+    batch, num_anchors = matched_gt.shape
+    if anchors.shape[-2:] != (num_anchors, 4) or (anchors.dim() == 3 and anchors.shape[0] != batch):
+        raise ValueError(f"anchors must be (A, 4) or (B, A, 4) with (B, A) = {(batch, num_anchors)} of matched_gt, "
+                         f"got {tuple(anchors.shape)}")
+    if gt_boxes.shape[0] != batch or gt_boxes.shape[-1] != 4:
+        raise ValueError(f"gt_boxes must be (B, G, 4) with B = {batch} of matched_gt, got {tuple(gt_boxes.shape)}")
+    if matched_gt.numel() and (int(matched_gt.min()) < -1 or int(matched_gt.max()) >= gt_boxes.shape[1]):
+        raise ValueError(f"matched_gt must hold -1 or box indices in [0, G = {gt_boxes.shape[1]}), "
+                         f"got values in [{int(matched_gt.min())}, {int(matched_gt.max())}]")
+    return targets_for(anchors, matched_gt, gt_boxes, convention)
+
+
+def cpp_available() -> bool:
+    """True when ``fiber_kernels._C`` has the C++ CPU kernel of ``atss_assign``."""
+    return _extension.has_kernel(OP, "CPU")
