@@ -6,8 +6,10 @@ machine can run.
 """
 
 from .atss import atss_assign, atss_targets
+from .cross_attention import cross_attention, gated_residual_linear
 from .dispatch import BackendNotSupportedError
 
 __version__ = "0.1.0"
 
-__all__ = ["BackendNotSupportedError", "__version__", "atss_assign", "atss_targets"]
+__all__ = ["BackendNotSupportedError", "__version__", "atss_assign", "atss_targets", "cross_attention",
+           "gated_residual_linear"]

@@ -1,0 +1,176 @@
+"""Public entry points ``cross_attention`` and ``gated_residual_linear``: validation, dispatch, docs.
+
+Backends (``fiber_kernels.dispatch``): ``triton`` (custom ops of ``function.py``; CUDA sm80+, or CPU
+tensors under ``TRITON_INTERPRET=1`` when asked for by name) and ``torch`` (PyTorch composite ops).
+The CUDA backend of ``csrc/`` registers itself when it is built.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .. import dispatch
+from .._validate import FLOAT_DTYPES, check_choice, check_same_device, check_same_dtype, check_tensor
+from . import cuda
+from .composite import cross_attention_composite
+from .function import cross_attention_op, gated_residual_linear_op
+from .reference import GATES, gated_residual_linear_reference
+from .triton_attention import HEAD_DIMS
+
+Q_SHAPE = "(B, H, Nq, D)"
+KV_SHAPE = "(Bk, H, Nk, D)"
+
+
+def _check_scale(scale: object, head_dim: int) -> float:
+    if scale is None:
+        return head_dim ** -0.5
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)):
+        raise TypeError(f"scale must be a float or None, got {type(scale).__name__}")
+    if not math.isfinite(scale) or scale <= 0:
+        raise ValueError(f"scale must be a finite float > 0 or None, got {scale!r}")
+    return float(scale)
+
+
+def _check_cross_attention(q: object, k: object, v: object, key_padding_mask: object) -> None:
+    check_tensor("q", q, ndim=4, dtypes=FLOAT_DTYPES, shape_doc=Q_SHAPE)
+    check_tensor("k", k, ndim=4, dtypes=FLOAT_DTYPES, shape_doc=KV_SHAPE)
+    check_tensor("v", v, ndim=4, dtypes=FLOAT_DTYPES, shape_doc=KV_SHAPE)
+    if key_padding_mask is not None:
+        check_tensor("key_padding_mask", key_padding_mask, ndim=2, dtypes=(torch.bool,), shape_doc="(Bk, Nk)")
+    check_same_device(q=q, k=k, v=v, key_padding_mask=key_padding_mask)
+    check_same_dtype(q=q, k=k, v=v)
+    if k.shape != v.shape:
+        raise ValueError(f"k and v must have the same shape {KV_SHAPE}, got {tuple(k.shape)} and {tuple(v.shape)}")
+    if q.shape[1] != k.shape[1]:
+        raise ValueError(f"q {Q_SHAPE} and k {KV_SHAPE} must have the same number of heads H, "
+                         f"got {q.shape[1]} and {k.shape[1]}")
+    if q.shape[3] != k.shape[3]:
+        raise ValueError(f"q {Q_SHAPE} and k {KV_SHAPE} must have the same head dim D, "
+                         f"got {q.shape[3]} and {k.shape[3]}")
+    if q.shape[0] % k.shape[0] != 0:
+        raise ValueError(f"the query batch B must be a multiple of the key batch Bk (query batch b uses keys "
+                         f"b // (B // Bk)), got B={q.shape[0]} and Bk={k.shape[0]}")
+    if key_padding_mask is not None and tuple(key_padding_mask.shape) != (k.shape[0], k.shape[2]):
+        raise ValueError(f"key_padding_mask must have shape (Bk, Nk) = {(k.shape[0], k.shape[2])}, "
+                         f"got {tuple(key_padding_mask.shape)}")
+
+
+def _gpu_reasons(device: dispatch.DeviceInfo, dtype: torch.dtype) -> list[str]:
+    """Limits of the Triton kernels on a GPU: tensor cores (sm80+), and TF32 for fp32 inputs."""
+    reasons = []
+    if device.type != "cuda":
+        return reasons
+    if device.capability is not None and device.capability < (8, 0):
+        reasons.append(f"Triton has no tensor-core path below sm80, got sm{device.capability[0]}{device.capability[1]}")
+    if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
+        reasons.append("fp32 inputs with torch.backends.cuda.matmul.allow_tf32 = False need exact fp32 FMA math, "
+                       "which spills in these tiles on sm80/sm90; set it to True for the TF32 tensor-core kernels")
+    return reasons
+
+
+def _attention_triton_reasons(device: dispatch.DeviceInfo, q: torch.Tensor, **_: object) -> list[str]:
+    reasons = []
+    if q.shape[-1] not in HEAD_DIMS:
+        reasons.append(f"head dim D must be one of {HEAD_DIMS}, got {q.shape[-1]}")
+    return reasons + _gpu_reasons(device, q.dtype)
+
+
+def _attention_triton(q, k, v, key_padding_mask, scale):
+    return cross_attention_op(q, k, v, key_padding_mask, scale)[0]
+
+
+dispatch.register_backend("cross_attention", "triton", _attention_triton, _attention_triton_reasons)
+
+
+def _attention_cuda_reasons(device: dispatch.DeviceInfo, q: torch.Tensor, **_: object) -> list[str]:
+    if q.shape[-1] not in cuda.HEAD_DIMS:
+        return [f"head dim D must be one of {cuda.HEAD_DIMS}, got {q.shape[-1]}"]
+    return []
+
+
+def _attention_cuda(q, k, v, key_padding_mask, scale):
+    return cross_attention_op(q, k, v, key_padding_mask, scale, "cuda")[0]
+
+
+dispatch.register_backend("cross_attention", "cuda", _attention_cuda, _attention_cuda_reasons)
+dispatch.register_backend("cross_attention", "torch", cross_attention_composite)
+
+
+def cross_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor | None = None,
+                    scale: float | None = None, *, backend: str = "auto") -> torch.Tensor:
+    """FIBER's cross-attention with query groups sharing keys: ``softmax(q kᵀ * scale - 10000 * pad) v``.
+
+    q ``(B, H, Nq, D)``; k and v ``(Bk, H, Nk, D)`` with ``B % Bk == 0``: query batch ``b`` attends to key
+    batch ``b // (B // Bk)`` (FIBER's image windows: window ``w`` of image ``i`` is batch ``i * nW + w``),
+    and keys are never copied per group. ``key_padding_mask``: bool ``(Bk, Nk)``, True = padding
+    (FIBER adds -10000 to those logits); a row whose keys are all padding returns zeros and zero
+    gradients. ``scale`` defaults to ``D ** -0.5``. Dtypes fp32, fp16, bf16 (q, k, v alike); any
+    ``Nq, Nk >= 1``; the Triton backend takes ``D`` in (32, 64, 128) and saves only q, k, v, the
+    output and the row log-sum-exp for backward. Returns ``(B, H, Nq, D)`` in the dtype of q.
+    """
+    _check_cross_attention(q, k, v, key_padding_mask)
+    scale = _check_scale(scale, q.shape[-1])
+    chosen = dispatch.select_backend("cross_attention", dispatch.DeviceInfo.of(q), backend, inputs={"q": q})
+    return chosen.impl(q, k, v, key_padding_mask, scale)
+
+
+def _check_gated_linear(x: object, a: object, weight: object, bias: object, alpha: object, gate: object) -> None:
+    check_tensor("x", x, dtypes=FLOAT_DTYPES, shape_doc="(..., O)")
+    check_tensor("a", a, dtypes=FLOAT_DTYPES, shape_doc="(..., I)")
+    check_tensor("weight", weight, ndim=2, dtypes=FLOAT_DTYPES, shape_doc="(O, I)")
+    if bias is not None:
+        check_tensor("bias", bias, ndim=1, dtypes=FLOAT_DTYPES, shape_doc="(O,)")
+    check_tensor("alpha", alpha, dtypes=FLOAT_DTYPES, shape_doc="(one element)")
+    check_choice("gate", gate, GATES)
+    check_same_device(x=x, a=a, weight=weight, bias=bias, alpha=alpha)
+    check_same_dtype(x=x, a=a, weight=weight, bias=bias)
+    if x.dim() == 0 or a.dim() == 0:
+        raise ValueError(f"x (..., O) and a (..., I) must be at least 1-D, got shapes {tuple(x.shape)} and "
+                         f"{tuple(a.shape)}")
+    if x.shape[:-1] != a.shape[:-1]:
+        raise ValueError(f"x (..., O) and a (..., I) must share the leading dims, got {tuple(x.shape)} and "
+                         f"{tuple(a.shape)}")
+    if tuple(weight.shape) != (x.shape[-1], a.shape[-1]):
+        raise ValueError(f"weight must have shape (O, I) = {(x.shape[-1], a.shape[-1])}, got {tuple(weight.shape)}")
+    if bias is not None and tuple(bias.shape) != (x.shape[-1],):
+        raise ValueError(f"bias must have shape (O,) = ({x.shape[-1]},), got {tuple(bias.shape)}")
+    if alpha.numel() != 1:
+        raise ValueError(f"alpha must have exactly one element, got shape {tuple(alpha.shape)}")
+
+
+def _linear_triton(x, a, weight, bias, alpha, gate):
+    out = gated_residual_linear_op(x.reshape(-1, x.shape[-1]), a.reshape(-1, a.shape[-1]), weight, bias, alpha, gate)
+    return out.view(x.shape)
+
+
+def _linear_triton_reasons(device: dispatch.DeviceInfo, x: torch.Tensor, **_: object) -> list[str]:
+    return _gpu_reasons(device, x.dtype)
+
+
+dispatch.register_backend("gated_residual_linear", "triton", _linear_triton, _linear_triton_reasons)
+
+
+def _linear_cuda(x, a, weight, bias, alpha, gate):
+    out = gated_residual_linear_op(x.reshape(-1, x.shape[-1]), a.reshape(-1, a.shape[-1]), weight, bias, alpha, gate,
+                                   "cuda")
+    return out.view(x.shape)
+
+
+dispatch.register_backend("gated_residual_linear", "cuda", _linear_cuda)
+dispatch.register_backend("gated_residual_linear", "torch", gated_residual_linear_reference)
+
+
+def gated_residual_linear(x: torch.Tensor, a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                          alpha: torch.Tensor, gate: str = "identity", *, backend: str = "auto") -> torch.Tensor:
+    """``x + g(alpha) * (a @ weightᵀ + bias)``: FIBER's gated output projection as one fused linear.
+
+    x ``(..., O)``, a ``(..., I)`` with the same leading dims, weight ``(O, I)``, bias ``(O,)`` or None
+    (x, a, weight, bias share one dtype of fp32/fp16/bf16); alpha a one-element float tensor (FIBER's
+    ``alpha_i2t`` / ``alpha_t2i`` of shape (1,)); ``gate`` "identity" (FIBER) or "tanh" (Flamingo).
+    Gradients flow to x, a, weight, bias and alpha (dalpha is exact at alpha == 0). Returns ``(..., O)``.
+    """
+    _check_gated_linear(x, a, weight, bias, alpha, gate)
+    chosen = dispatch.select_backend("gated_residual_linear", dispatch.DeviceInfo.of(x), backend, inputs={"x": x})
+    return chosen.impl(x, a, weight, bias, alpha, gate)

@@ -1,0 +1,133 @@
+"""FIBER's two fusion branches as modules on the fused kernels, with FIBER's parameter names.
+
+``ImageToTextFusion`` is the image→text branch of ``WindowAttention`` (microsoft/FIBER
+``swin_transformer.py``): its state dict keys are those of a FIBER ``WindowAttention`` that end in
+``qkv_text_i2t``, ``qkv_i2t``, ``proj_i2t``, ``alpha_i2t`` and ``norm_i2t_i``.
+``TextToImageFusion`` is the text→image branch of ``RobertaLayer`` (``roberta.py``): keys
+``crossattention_t2i.{self.query, self.key, self.value, output.dense, output.LayerNorm}`` and ``alpha_t2i``.
+Strip the prefix up to the block (``...blocks.14.attn.`` / ``...encoder.layer.6.``) and they load.
+
+Fusion off is a mode: ``other=None`` returns the input tensor itself and runs nothing. Dropout is
+not applied (FIBER trains these branches with dropout 0).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..cross_attention import cross_attention, gated_residual_linear
+from ..cross_attention.reference import GATES
+
+
+class ImageToTextFusion(nn.Module):
+    """Window tokens attend to the text: ``x + g(alpha_i2t) * proj_i2t(attn(qkv_i2t(norm_i2t_i(x)), text))``.
+
+    ``x``: ``(nW * B, N, dim)`` window-layout tokens (window ``w`` of image ``i`` at ``i * nW + w``, as
+    FIBER's ``window_partition``), the output of the window self-attention. ``other``: text states
+    ``(B, N_text, dim_text)``; ``key_padding_mask``: bool ``(B, N_text)``, True = padding (FIBER's
+    ``text_masks == 0``). The text keys/values are computed once per image and shared by its windows.
+    """
+
+    def __init__(self, dim: int, num_heads: int, dim_text: int = 768, qkv_bias: bool = True,
+                 norm_layer: type[nn.Module] = nn.LayerNorm, gate: str = "identity", backend: str = "auto") -> None:
+        super().__init__()
+        if dim % num_heads != 0:
+            raise ValueError(f"dim must be divisible by num_heads, got dim={dim}, num_heads={num_heads}")
+        if gate not in GATES:
+            raise ValueError(f"gate must be one of {GATES}, got {gate!r}")
+        self.dim = dim
+        self.num_heads = num_heads
+        self.gate = gate
+        self.backend = backend
+        self.qkv_text_i2t = nn.Linear(dim_text, dim * 2, bias=qkv_bias)
+        self.qkv_i2t = nn.Linear(dim, dim, bias=qkv_bias)
+        self.proj_i2t = nn.Linear(dim, dim)
+        self.alpha_i2t = nn.Parameter(torch.zeros(1))
+        self.norm_i2t_i = norm_layer(dim)
+
+    def forward(self, x: torch.Tensor, other: torch.Tensor | None = None,
+                key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``(nW * B, N, dim)`` → ``(nW * B, N, dim)``; ``other=None`` returns ``x`` unchanged."""
+        if other is None:
+            return x
+        windows, tokens, channels = x.shape
+        text_batch, text_tokens, _ = other.shape
+        heads, head_dim = self.num_heads, channels // self.num_heads
+        kv = self.qkv_text_i2t(other).view(text_batch, text_tokens, 2, heads, head_dim)
+        k, v = kv[:, :, 0].transpose(1, 2), kv[:, :, 1].transpose(1, 2)
+        q = self.qkv_i2t(self.norm_i2t_i(x)).view(windows, tokens, heads, head_dim).transpose(1, 2)
+        attn = cross_attention(q, k, v, key_padding_mask, head_dim ** -0.5, backend=self.backend)
+        attn = attn.transpose(1, 2).reshape(windows, tokens, channels)
+        return gated_residual_linear(x, attn, self.proj_i2t.weight, self.proj_i2t.bias, self.alpha_i2t, self.gate,
+                                     backend=self.backend)
+
+
+class _T2IProjections(nn.Module):
+    """``crossattention_t2i.self``: query from the text, key/value from the image."""
+
+    def __init__(self, hidden_size: int, dim_image: int) -> None:
+        super().__init__()
+        self.query = nn.Linear(hidden_size, hidden_size)
+        self.key = nn.Linear(dim_image, hidden_size)
+        self.value = nn.Linear(dim_image, hidden_size)
+
+
+class _T2IOutput(nn.Module):
+    """``crossattention_t2i.output``: ``dense`` is the gated projection. ``LayerNorm`` exists in FIBER's
+    state dict but its cross-attention path never applies it; it is kept only so the keys load."""
+
+    def __init__(self, hidden_size: int, layer_norm_eps: float) -> None:
+        super().__init__()
+        self.dense = nn.Linear(hidden_size, hidden_size)
+        self.LayerNorm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+
+
+class _T2IAttention(nn.Module):
+    def __init__(self, hidden_size: int, dim_image: int, layer_norm_eps: float) -> None:
+        super().__init__()
+        self.self = _T2IProjections(hidden_size, dim_image)
+        self.output = _T2IOutput(hidden_size, layer_norm_eps)
+
+
+class TextToImageFusion(nn.Module):
+    """Text attends to the image: ``h + g(alpha_t2i) * dense(attn(query(h), key(img), value(img)))``.
+
+    ``attention_output``: ``(B, N_text, hidden_size)``, the text self-attention output *before* its
+    LayerNorm (FIBER's quirk: ``RobertaSelfOutput`` returns ``dense(ctx)`` and the layer applies
+    ``LayerNorm(attention_output + hidden_states)`` after this branch). ``other``: previous-layer image
+    tokens ``(B, N_image, dim_image)``; FIBER gives them no mask (``key_padding_mask`` optional, bool
+    ``(B, N_image)``). Returns the fused ``attention_output``, to go into that LayerNorm.
+    """
+
+    def __init__(self, hidden_size: int = 768, num_heads: int = 12, dim_image: int = 512,
+                 layer_norm_eps: float = 1e-12, gate: str = "identity", backend: str = "auto") -> None:
+        super().__init__()
+        if hidden_size % num_heads != 0:
+            raise ValueError(f"hidden_size must be divisible by num_heads, got {hidden_size} and {num_heads}")
+        if gate not in GATES:
+            raise ValueError(f"gate must be one of {GATES}, got {gate!r}")
+        self.hidden_size = hidden_size
+        self.num_heads = num_heads
+        self.gate = gate
+        self.backend = backend
+        self.crossattention_t2i = _T2IAttention(hidden_size, dim_image, layer_norm_eps)
+        self.alpha_t2i = nn.Parameter(torch.zeros(1))
+
+    def forward(self, attention_output: torch.Tensor, other: torch.Tensor | None = None,
+                key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``(B, N_text, hidden_size)`` → same shape; ``other=None`` returns ``attention_output`` unchanged."""
+        if other is None:
+            return attention_output
+        batch, text_tokens, hidden = attention_output.shape
+        image_batch, image_tokens, _ = other.shape
+        heads, head_dim = self.num_heads, hidden // self.num_heads
+        projections = self.crossattention_t2i.self
+        q = projections.query(attention_output).view(batch, text_tokens, heads, head_dim).transpose(1, 2)
+        k = projections.key(other).view(image_batch, image_tokens, heads, head_dim).transpose(1, 2)
+        v = projections.value(other).view(image_batch, image_tokens, heads, head_dim).transpose(1, 2)
+        context = cross_attention(q, k, v, key_padding_mask, head_dim ** -0.5, backend=self.backend)
+        context = context.transpose(1, 2).reshape(batch, text_tokens, hidden)
+        dense = self.crossattention_t2i.output.dense
+        return gated_residual_linear(attention_output, context, dense.weight, dense.bias, self.alpha_t2i, self.gate,
+                                     backend=self.backend)
