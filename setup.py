@@ -155,7 +155,9 @@ def main() -> None:
                      # sm70 evidence: NVRTC 12 compiles device code for V100 (CUDA 13 has no sm70;
                      # the nvcc-cu12 wheel ships ptxas and headers, not nvcc itself)
                      "nvidia-cuda-nvrtc-cu12", "nvidia-cuda-runtime-cu12", "nvidia-cuda-nvcc-cu12",
-                     "nvidia-cuda-cccl-cu12"],
+                     "nvidia-cuda-cccl-cu12",
+                     # the Swin drop-in tests patch real timm and torchvision models (random weights)
+                     "timm>=1.0.31", "torchvision==0.29.1"],
             "bench": ["pytest-benchmark>=5", "matplotlib", "ninja"],
             "train": ["deepspeed>=0.15"],
         },

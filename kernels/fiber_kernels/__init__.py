@@ -8,8 +8,9 @@ machine can run.
 from .atss import atss_assign, atss_targets
 from .cross_attention import cross_attention, gated_residual_linear
 from .dispatch import BackendNotSupportedError
+from .window_attention import window_attention
 
 __version__ = "0.1.0"
 
 __all__ = ["BackendNotSupportedError", "__version__", "atss_assign", "atss_targets", "cross_attention",
-           "gated_residual_linear"]
+           "gated_residual_linear", "window_attention"]

@@ -1,0 +1,177 @@
+"""Fused Swin window attention (``fiber_kernels.window_attention``) against eager Swin, the SDPA CPU
+path, xformers (dense tensor bias) and FlexAttention (score_mod bias), from the qkv projection
+``(B, H, W, 3C)`` to the merged ``(B, H, W, C)`` map: pad (tokens = qkv bias), shift, partition,
+bias + shift mask, softmax, ·v, merge, unshift, crop.
+
+Shapes: Swin-B (window 12, head dim 32) at 384² batch 8 (coarse stages 1-4) and at 800x1333 batch
+2 (fine stages; H, W not multiples of the window), plus a small CPU set (``--quick``). Times are
+measured on this CPU (fp32; Triton runs here only in the interpreter, so its times are skipped);
+saved/peak bytes are exact on fake CUDA bf16 tensors; GPU times are roofline projections.
+
+Notes on the fused rows: ``saved_bytes``/``peak_bytes`` count the tensors the op returns and saves
+(qkv, table, bias, output, row log-sum-exp). The backward also allocates a partial buffer for the
+deterministic table gradient inside the op, ``num_splits·nH·N²·4`` bytes, given in each row's note.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from fiber_kernels.window_attention import window_attention, window_attention_reference, window_attention_sdpa
+from fiber_kernels.window_attention.reference import (
+    merge_windows,
+    relative_position_index,
+    shift_attention_mask,
+    split_heads,
+    windows_of_qkv,
+)
+from fiber_kernels.window_attention.triton_bwd import num_splits_for
+from fiber_kernels.window_attention.triton_common import pick_config
+
+from bench.attention_cores import xformers_attention, xformers_reason
+from bench.harness import (
+    Case,
+    KernelBench,
+    Provider,
+    Recorder,
+    Shape,
+    UnsupportedCaseError,
+    run_memory,
+    run_projection,
+    run_speed,
+    triton_reason,
+)
+
+
+def _flex_reason(device: torch.device, purpose: str) -> str | None:
+    try:
+        from torch.nn.attention.flex_attention import flex_attention  # noqa: F401
+    except ImportError as error:
+        return f"torch.nn.attention.flex_attention unavailable ({error})"
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return "FlexAttention fuses only when torch.compile'd on a GPU; its eager CPU/fake path is unfused math"
+    return None
+
+
+PROVIDERS = (
+    Provider("eager"),
+    Provider("sdpa"),
+    Provider("triton", triton_reason),
+    Provider("xformers", xformers_reason),
+    Provider("flex_attention", _flex_reason),
+)
+
+
+def _shape(label: str, B: int, H: int, W: int, C: int, heads: int, shift: int, window: int = 12,
+           **flags: bool) -> Shape:
+    return Shape(label, {"B": B, "H": H, "W": W, "C": C, "heads": heads, "window": window, "shift": shift}, **flags)
+
+
+SHAPES = (
+    _shape("quick_w7", 2, 14, 14, 128, 4, 3, window=7, quick=True),
+    _shape("quick_w12_pad", 1, 25, 42, 128, 4, 6, quick=True),
+    # coarse 384², batch 8: Swin-B stages (stage 4: window = map size, no shift)
+    _shape("coarse_s1", 8, 96, 96, 128, 4, 6),
+    _shape("coarse_s2", 8, 48, 48, 256, 8, 6),
+    _shape("coarse_s3", 8, 24, 24, 512, 16, 6),
+    _shape("coarse_s4", 8, 12, 12, 1024, 32, 0),
+    # fine 800x1344, batch 2, shifted blocks; maps padded to the window inside the op
+    _shape("fine_s1", 2, 200, 336, 128, 4, 6, cpu_time=False),
+    _shape("fine_s2", 2, 100, 168, 256, 8, 6, cpu_time=False),
+    _shape("fine_s3", 2, 50, 84, 512, 16, 6),
+    _shape("fine_s4", 2, 25, 42, 1024, 32, 6),
+)
+
+
+def _padded_windows(H: int, W: int, window: int) -> int:
+    return -(-H // window) * -(-W // window)
+
+
+def window_flops(B: int, H: int, W: int, C: int, heads: int, window: int) -> dict[str, float]:
+    """Model FLOPs (matmuls only): fwd = 2 matmuls x 2·N²·D per window and head = 4·B·nW·N²·C with
+    nW the windows of the padded map and N = window²; bwd = 4 matmuls = 2 x fwd; full = 3 x fwd."""
+    fwd = 4.0 * B * _padded_windows(H, W, window) * (window * window) ** 2 * C
+    return {"fwd": fwd, "bwd": 2.0 * fwd, "full": 3.0 * fwd}
+
+
+def _additive(table: torch.Tensor, window: int, shift: int, Hp: int, Wp: int, heads: int) -> torch.Tensor:
+    """Relative bias (+ shift mask) as one dense ``(nW or 1, nH, N, N)`` tensor."""
+    n = window * window
+    index = relative_position_index(window, window, device=table.device)
+    bias = table[index.view(-1)].view(n, n, heads).permute(2, 0, 1).unsqueeze(0)
+    if shift:
+        bias = bias + shift_attention_mask(Hp, Wp, (window, window), (shift, shift), -100.0, table.device,
+                                           table.dtype).unsqueeze(1)
+    return bias
+
+
+def _xformers_window(qkv, table, bias, heads, window, shift, scale):
+    B, H, W, _ = qkv.shape
+    windows, Hp, Wp = windows_of_qkv(qkv, bias, (window, window), (shift, shift), False)
+    q, k, v = split_heads(windows, heads)
+    additive = _additive(table, window, shift, Hp, Wp, heads).to(q.dtype)
+    additive = additive.repeat(B, 1, 1, 1) if shift else additive  # (B·nW, nH, N, N): xformers needs it dense
+    out = xformers_attention(q * (scale * q.shape[-1] ** 0.5), k, v, additive)
+    out = out.transpose(1, 2).reshape(out.shape[0], out.shape[2], -1)
+    return merge_windows(out, B, H, W, Hp, Wp, (window, window), (shift, shift), False)
+
+
+def _flex_window(qkv, table, bias, heads, window, shift, scale):
+    from torch.nn.attention.flex_attention import flex_attention
+
+    B, H, W, _ = qkv.shape
+    windows, Hp, Wp = windows_of_qkv(qkv, bias, (window, window), (shift, shift), False)
+    q, k, v = split_heads(windows, heads)
+    additive = _additive(table, window, shift, Hp, Wp, heads).to(q.dtype)
+    n_win = additive.shape[0]
+
+    def score_mod(score, batch, head, query, key):
+        return score + additive[batch % n_win, head, query, key]
+
+    out = flex_attention(q, k, v, score_mod=score_mod, scale=scale)
+    out = out.transpose(1, 2).reshape(out.shape[0], out.shape[2], -1)
+    return merge_windows(out, B, H, W, Hp, Wp, (window, window), (shift, shift), False)
+
+
+def build(provider: str, shape: Shape, device: torch.device, dtype: torch.dtype) -> Case:
+    """qkv ``(B, H, W, 3C)``, table ``((2w-1)², nH)`` and qkv bias ``(3C,)``, all trainable."""
+    B, H, W, C, heads, window, shift = (shape.dims[k] for k in ("B", "H", "W", "C", "heads", "window", "shift"))
+    qkv = torch.randn(B, H, W, 3 * C, device=device, dtype=dtype, requires_grad=True)
+    table = (0.02 * torch.randn((2 * window - 1) ** 2, heads, device=device, dtype=dtype)).requires_grad_()
+    bias = (0.02 * torch.randn(3 * C, device=device, dtype=dtype)).requires_grad_()
+    scale = (C // heads) ** -0.5
+    win, sh = (window, window), (shift, shift)
+    functions = {
+        "eager": lambda q, t, b: window_attention_reference(q, t, heads, win, sh, scale, b),
+        "sdpa": lambda q, t, b: window_attention_sdpa(q, t, heads, win, sh, scale, b),
+        "triton": lambda q, t, b: window_attention(q, t, heads, win, sh, scale=scale, qkv_bias=b, backend="triton"),
+        "xformers": lambda q, t, b: _xformers_window(q, t, b, heads, window, shift, scale),
+        "flex_attention": lambda q, t, b: _flex_window(q, t, b, heads, window, shift, scale),
+    }
+    if provider not in functions:
+        raise UnsupportedCaseError(f"unknown provider {provider}")
+    note = ""
+    if provider == "triton":
+        n = window * window
+        m_tiles = -(-n // pick_config(n).bwd_block_m)
+        splits, _ = num_splits_for(B * _padded_windows(H, W, window), heads, m_tiles)
+        note = f"plus {splits * heads * n * n * 4} B table-gradient partials inside the backward"
+    return Case(functions[provider], (qkv, table, bias), window_flops(B, H, W, C, heads, window), note=note)
+
+
+WINDOW_ATTENTION = KernelBench("window_attention", PROVIDERS, SHAPES, build)
+
+
+@pytest.mark.parametrize("provider,shape,mode", WINDOW_ATTENTION.speed_params())
+def test_speed(benchmark, recorder: Recorder, provider: str, shape: Shape, mode: str) -> None:
+    run_speed(benchmark, recorder, WINDOW_ATTENTION, provider, shape, mode)
+
+
+@pytest.mark.parametrize("provider,shape,device", WINDOW_ATTENTION.memory_params())
+def test_memory(recorder: Recorder, provider: str, shape: Shape, device: str) -> None:
+    run_memory(recorder, WINDOW_ATTENTION, provider, shape, device)
+
+
+@pytest.mark.parametrize("provider,shape", WINDOW_ATTENTION.shape_params())
+def test_projection(recorder: Recorder, provider: str, shape: Shape) -> None:
+    run_projection(recorder, WINDOW_ATTENTION, provider, shape)

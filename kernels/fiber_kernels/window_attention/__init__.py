@@ -1,0 +1,6 @@
+"""Fused Swin window attention (DESIGN §3.2): shift, partition, bias, mask, softmax, merge in one op."""
+
+from .api import window_attention
+from .reference import window_attention_reference, window_attention_sdpa
+
+__all__ = ["window_attention", "window_attention_reference", "window_attention_sdpa"]

@@ -1,0 +1,307 @@
+"""Triton backward of fused Swin window attention and its launcher.
+
+``_window_attention_bwd_delta_kernel`` first forms ``delta = rowsum(dout·out)`` per token and head
+(fp32, ``(B, H, W, nH)``). Then one launch of ``_window_attention_bwd_kernel`` runs two kinds of
+program, told apart by program id:
+
+* dq programs ``(split, head, query tile)``: each loops over a fixed contiguous range of windows
+  (a "split"), recomputes ``P = exp(S - lse)`` for its query rows against every key of the window,
+  writes dq, and accumulates ``dS`` over its windows *in registers*; at the end it stores that sum
+  once into a partial buffer ``(num_splits, nH, N, N)`` fp32.
+* dk/dv programs ``(window chunk, head, key tile)``: recompute the key tile against every query of
+  the window, in the transposed orientation (rows = keys, so no register transposes), and write dk
+  and dv (complete: the tile sees all queries). Padded keys
+  (k, v = qkv bias) have no position to write; their dk and dv are summed per program into a small
+  ``(programs, 2, C)`` buffer, the gradient of the k/v parts of ``qkv_bias``.
+
+``_window_attention_table_grad_kernel`` then folds the partials into the ``(R, nH)`` table: for each
+relative offset it sums the splits in order and the (query, key) pairs of that offset in order.
+
+Determinism: no atomics anywhere; every sum has a fixed order (windows within a split, splits,
+pairs), and ``num_splits`` depends only on the shape, so two runs give bitwise equal gradients.
+Cost of this choice: ``S`` and ``dP`` are computed twice (once per program kind: 7 tile matmuls per
+window instead of 5), and the partial buffer is ``num_splits·nH·N²·4`` bytes, with ``num_splits``
+chosen so that about ``TARGET_DQ_PROGRAMS`` dq programs exist (2.65 MB at N = 144, 16-row tiles,
+for every Swin-B stage and batch; the attention-gradient tensor of coarse stage 1 would be 170 MB).
+``(windows, heads, N, N)`` is never materialised.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from .triton_common import (
+    WindowConfig,
+    _channels,
+    _image,
+    _load_tokens,
+    _relative_bias,
+    _rows,
+    _window_tokens,
+    dense_relative_bias,
+    is_aligned,
+    pick_config,
+)
+from .triton_fwd import pick_windows_per_program
+
+TARGET_DQ_PROGRAMS = 256
+
+
+@triton.jit
+def _window_attention_bwd_delta_kernel(out_ptr, dout_ptr, delta_ptr, n_tokens, num_heads, C,
+                                       HEAD_DIM: tl.constexpr, BLOCK_T: tl.constexpr):
+    """``delta[token, head] = sum_d dout·out`` in fp32 for contiguous ``(B·H·W, C)`` out and dout."""
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_T + tl.arange(0, BLOCK_T)
+    head = tl.program_id(1)
+    chan = head * HEAD_DIM + tl.arange(0, HEAD_DIM)
+    inside = (rows < n_tokens)[:, None]
+    o = tl.load(out_ptr + rows[:, None] * C + chan[None, :], mask=inside, other=0.0).to(tl.float32)
+    do = tl.load(dout_ptr + rows[:, None] * C + chan[None, :], mask=inside, other=0.0).to(tl.float32)
+    tl.store(delta_ptr + rows * num_heads + head, tl.sum(o * do, axis=1), mask=rows < n_tokens)
+
+
+@triton.jit
+def _bwd_dq_program(
+    pid, qkv_ptr, rpb_ptr, bias_ptr, dout_ptr, delta_ptr, lse_ptr, dqkv_ptr, ds_part_ptr,
+    stride_qb, stride_qh, stride_qw, stride_ob, stride_oh, stride_ow, stride_gb, stride_gh, stride_gw,
+    H, W, Hp, Wp, n_win, n_win_w, total_windows, windows_per_split, shift_h, shift_w, num_heads, C,
+    scale, mask_value,
+    WH: tl.constexpr, WW: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    HAS_SHIFT: tl.constexpr, HAS_QKV_BIAS: tl.constexpr, SHIFT_FIRST: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    ALIGNED: tl.constexpr,
+):
+    N: tl.constexpr = WH * WW
+    M_TILES: tl.constexpr = (N + BLOCK_M - 1) // BLOCK_M
+    tile = (pid % M_TILES).to(tl.int32)
+    head = ((pid // M_TILES) % num_heads).to(tl.int32)
+    split = pid // M_TILES // num_heads
+    offs_m = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, HEAD_DIM)
+    q_chan = head * HEAD_DIM + offs_d
+    k_chan = _channels(C + head * HEAD_DIM, offs_d, HEAD_DIM, ALIGNED)
+    v_chan = _channels(2 * C + head * HEAD_DIM, offs_d, HEAD_DIM, ALIGNED)
+    key_in_window = (offs_n < N)[None, :]
+    fill_k = tl.zeros([HEAD_DIM], dtype=tl.float32)
+    fill_v = fill_k
+    if HAS_QKV_BIAS:
+        fill_k = tl.load(bias_ptr + k_chan).to(tl.float32)
+        fill_v = tl.load(bias_ptr + v_chan).to(tl.float32)
+    ds_sum = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    first = split * windows_per_split
+    last = tl.minimum(first + windows_per_split, total_windows)
+    for wid in range(first, last):
+        b, py_m, px_m, real_m, region_m = _window_tokens(
+            wid, offs_m, H, W, Hp, Wp, n_win, n_win_w, shift_h, shift_w, WH, WW, SHIFT_FIRST)
+        b, py_n, px_n, real_n, region_n = _window_tokens(
+            wid, offs_n, H, W, Hp, Wp, n_win, n_win_w, shift_h, shift_w, WH, WW, SHIFT_FIRST)
+        image = qkv_ptr + _image(b, stride_qb, ALIGNED)
+        q = _load_tokens(image, _rows(py_m, px_m, stride_qh, stride_qw, ALIGNED), real_m, fill_k, q_chan, False)
+        tok_n = _rows(py_n, px_n, stride_qh, stride_qw, ALIGNED)
+        k = _load_tokens(image, tok_n, real_n, fill_k, k_chan, HAS_QKV_BIAS)
+        lse = tl.load(lse_ptr + (wid * num_heads + head) * N + offs_m, mask=real_m, other=float("inf"))
+        s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * scale
+        s += _relative_bias(rpb_ptr, head, offs_m, offs_n, N, BLOCK_N)
+        if HAS_SHIFT:
+            s += tl.where(region_m[:, None] != region_n[None, :], mask_value, 0.0)
+        p = tl.exp(tl.where(key_in_window, s, float("-inf")) - lse[:, None])
+        out_tok = _rows(py_m, px_m, stride_oh, stride_ow, ALIGNED)
+        do = _load_tokens(dout_ptr + _image(b, stride_ob, ALIGNED), out_tok, real_m, fill_k, q_chan, False)
+        v = _load_tokens(image, tok_n, real_n, fill_v, v_chan, HAS_QKV_BIAS)
+        delta = tl.load(delta_ptr + b * H * W * num_heads + (py_m * W + px_m) * num_heads + head, mask=real_m,
+                        other=0.0)
+        ds = p * (tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION) - delta[:, None])
+        dq = tl.dot(ds.to(k.dtype), k, input_precision=DOT_PRECISION) * scale
+        grad_image = dqkv_ptr + _image(b, stride_gb, ALIGNED)
+        grad_tok = _rows(py_m, px_m, stride_gh, stride_gw, ALIGNED)
+        tl.store(grad_image + grad_tok[:, None] + q_chan[None, :], dq.to(dqkv_ptr.dtype.element_ty),
+                 mask=real_m[:, None])
+        ds_sum += ds
+    part = ds_part_ptr + (split * num_heads + head) * N * N
+    tl.store(part + offs_m[:, None] * N + offs_n[None, :], ds_sum, mask=(offs_m < N)[:, None] & key_in_window)
+
+
+@triton.jit
+def _bwd_dkv_program(
+    pid, qkv_ptr, rpbt_ptr, bias_ptr, dout_ptr, delta_ptr, lse_ptr, dqkv_ptr, dbias_part_ptr,
+    stride_qb, stride_qh, stride_qw, stride_ob, stride_oh, stride_ow, stride_gb, stride_gh, stride_gw,
+    H, W, Hp, Wp, n_win, n_win_w, total_windows, windows_per_program, shift_h, shift_w, num_heads, C,
+    scale, mask_value,
+    WH: tl.constexpr, WW: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    HAS_SHIFT: tl.constexpr, HAS_QKV_BIAS: tl.constexpr, SHIFT_FIRST: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    ALIGNED: tl.constexpr,
+):
+    # Transposed orientation (rows = this tile's keys j, columns = all queries i): no register transposes.
+    N: tl.constexpr = WH * WW
+    M_TILES: tl.constexpr = (N + BLOCK_M - 1) // BLOCK_M
+    tile = (pid % M_TILES).to(tl.int32)
+    head = ((pid // M_TILES) % num_heads).to(tl.int32)
+    chunk = pid // M_TILES // num_heads
+    offs_i = tl.arange(0, BLOCK_N)
+    offs_j = tile * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, HEAD_DIM)
+    q_chan = head * HEAD_DIM + offs_d
+    k_chan = _channels(C + head * HEAD_DIM, offs_d, HEAD_DIM, ALIGNED)
+    v_chan = _channels(2 * C + head * HEAD_DIM, offs_d, HEAD_DIM, ALIGNED)
+    key_in_window = (offs_j < N)[:, None]
+    fill_k = tl.zeros([HEAD_DIM], dtype=tl.float32)
+    fill_v = fill_k
+    if HAS_QKV_BIAS:
+        fill_k = tl.load(bias_ptr + k_chan).to(tl.float32)
+        fill_v = tl.load(bias_ptr + v_chan).to(tl.float32)
+    dbias_k = tl.zeros([HEAD_DIM], dtype=tl.float32)
+    dbias_v = tl.zeros([HEAD_DIM], dtype=tl.float32)
+    for w in range(windows_per_program):
+        wid = chunk * windows_per_program + w
+        if wid < total_windows:
+            b, py_i, px_i, real_i, region_i = _window_tokens(
+                wid, offs_i, H, W, Hp, Wp, n_win, n_win_w, shift_h, shift_w, WH, WW, SHIFT_FIRST)
+            b, py_j, px_j, real_j, region_j = _window_tokens(
+                wid, offs_j, H, W, Hp, Wp, n_win, n_win_w, shift_h, shift_w, WH, WW, SHIFT_FIRST)
+            image = qkv_ptr + _image(b, stride_qb, ALIGNED)
+            tok_j = _rows(py_j, px_j, stride_qh, stride_qw, ALIGNED)
+            k = _load_tokens(image, tok_j, real_j, fill_k, k_chan, HAS_QKV_BIAS)
+            q = _load_tokens(image, _rows(py_i, px_i, stride_qh, stride_qw, ALIGNED), real_i, fill_k, q_chan, False)
+            lse = tl.load(lse_ptr + (wid * num_heads + head) * N + offs_i, mask=real_i, other=float("inf"))
+            st = tl.dot(k, tl.trans(q), input_precision=DOT_PRECISION) * scale
+            st += _relative_bias(rpbt_ptr, head, offs_j, offs_i, N, BLOCK_N)
+            if HAS_SHIFT:
+                st += tl.where(region_j[:, None] != region_i[None, :], mask_value, 0.0)
+            pt = tl.exp(tl.where(key_in_window, st, float("-inf")) - lse[None, :])
+            out_tok = _rows(py_i, px_i, stride_oh, stride_ow, ALIGNED)
+            do = _load_tokens(dout_ptr + _image(b, stride_ob, ALIGNED), out_tok, real_i, fill_k, q_chan, False)
+            dv = tl.dot(pt.to(do.dtype), do, input_precision=DOT_PRECISION)
+            v = _load_tokens(image, tok_j, real_j, fill_v, v_chan, HAS_QKV_BIAS)
+            delta = tl.load(delta_ptr + b * H * W * num_heads + (py_i * W + px_i) * num_heads + head, mask=real_i,
+                            other=0.0)
+            dst = pt * (tl.dot(v, tl.trans(do), input_precision=DOT_PRECISION) - delta[None, :])
+            dk = tl.dot(dst.to(q.dtype), q, input_precision=DOT_PRECISION) * scale
+            grad_image = dqkv_ptr + _image(b, stride_gb, ALIGNED)
+            grad_tok = _rows(py_j, px_j, stride_gh, stride_gw, ALIGNED)
+            tl.store(grad_image + grad_tok[:, None] + k_chan[None, :], dk.to(dqkv_ptr.dtype.element_ty),
+                     mask=real_j[:, None])
+            tl.store(grad_image + grad_tok[:, None] + v_chan[None, :], dv.to(dqkv_ptr.dtype.element_ty),
+                     mask=real_j[:, None])
+            if HAS_QKV_BIAS:
+                padded = ((offs_j < N) & (real_j == 0))[:, None]
+                dbias_k += tl.sum(tl.where(padded, dk, 0.0), axis=0)
+                dbias_v += tl.sum(tl.where(padded, dv, 0.0), axis=0)
+    if HAS_QKV_BIAS:
+        part = dbias_part_ptr + (chunk * M_TILES + tile) * 2 * C
+        tl.store(part + q_chan, dbias_k)
+        tl.store(part + C + q_chan, dbias_v)
+
+
+@triton.jit
+def _window_attention_bwd_kernel(
+    qkv_ptr, rpb_ptr, rpbt_ptr, bias_ptr, dout_ptr, delta_ptr, lse_ptr, dqkv_ptr, ds_part_ptr, dbias_part_ptr,
+    stride_qb, stride_qh, stride_qw, stride_ob, stride_oh, stride_ow, stride_gb, stride_gh, stride_gw,
+    H, W, Hp, Wp, n_win, n_win_w, total_windows, windows_per_split, num_dq_programs, windows_per_program,
+    shift_h, shift_w, num_heads, C, scale, mask_value,
+    WH: tl.constexpr, WW: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    HAS_SHIFT: tl.constexpr, HAS_QKV_BIAS: tl.constexpr, SHIFT_FIRST: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    ALIGNED: tl.constexpr,
+):
+    pid = tl.program_id(0).to(tl.int64)
+    if pid < num_dq_programs:
+        _bwd_dq_program(
+            pid, qkv_ptr, rpb_ptr, bias_ptr, dout_ptr, delta_ptr, lse_ptr, dqkv_ptr, ds_part_ptr,
+            stride_qb, stride_qh, stride_qw, stride_ob, stride_oh, stride_ow, stride_gb, stride_gh, stride_gw,
+            H, W, Hp, Wp, n_win, n_win_w, total_windows, windows_per_split, shift_h, shift_w, num_heads, C,
+            scale, mask_value, WH, WW, HEAD_DIM, BLOCK_M, BLOCK_N, HAS_SHIFT, HAS_QKV_BIAS, SHIFT_FIRST,
+            DOT_PRECISION, ALIGNED)
+    else:
+        _bwd_dkv_program(
+            pid - num_dq_programs, qkv_ptr, rpbt_ptr, bias_ptr, dout_ptr, delta_ptr, lse_ptr, dqkv_ptr,
+            dbias_part_ptr,
+            stride_qb, stride_qh, stride_qw, stride_ob, stride_oh, stride_ow, stride_gb, stride_gh, stride_gw,
+            H, W, Hp, Wp, n_win, n_win_w, total_windows, windows_per_program, shift_h, shift_w, num_heads, C,
+            scale, mask_value, WH, WW, HEAD_DIM, BLOCK_M, BLOCK_N, HAS_SHIFT, HAS_QKV_BIAS, SHIFT_FIRST,
+            DOT_PRECISION, ALIGNED)
+
+
+@triton.jit
+def _window_attention_table_grad_kernel(ds_part_ptr, dtable_ptr, num_splits, num_heads, window_tokens,
+                                        WH: tl.constexpr, WW: tl.constexpr, BLOCK_R: tl.constexpr):
+    N: tl.constexpr = WH * WW
+    R: tl.constexpr = (2 * WH - 1) * (2 * WW - 1)
+    head = tl.program_id(0)
+    r = tl.arange(0, BLOCK_R)
+    dy = r // (2 * WW - 1) - (WH - 1)
+    dx = r % (2 * WW - 1) - (WW - 1)
+    acc = tl.zeros([BLOCK_R], dtype=tl.float32)
+    for split in range(num_splits):
+        base = ds_part_ptr + (split * num_heads + head).to(tl.int64) * N * N
+        for i in range(window_tokens):  # runtime bound: a constexpr one gets unrolled into spills
+            yj = i // WW - dy
+            xj = i % WW - dx
+            pair = (r < R) & (yj >= 0) & (yj < WH) & (xj >= 0) & (xj < WW)
+            acc += tl.load(base + i * N + yj * WW + xj, mask=pair, other=0.0)
+    tl.store(dtable_ptr + r * num_heads + head, acc, mask=r < R)
+
+
+def num_splits_for(total_windows: int, num_heads: int, m_tiles: int) -> tuple[int, int]:
+    """``(num_splits, windows_per_split)`` of the dq programs; a function of the shape only."""
+    wanted = max(1, min(total_windows, triton.cdiv(TARGET_DQ_PROGRAMS, num_heads * m_tiles)))
+    per_split = triton.cdiv(total_windows, wanted)
+    return triton.cdiv(total_windows, per_split), per_split
+
+
+def window_attention_bwd(grad_out: torch.Tensor, qkv: torch.Tensor, rpb_table: torch.Tensor,
+                         qkv_bias: torch.Tensor | None, out: torch.Tensor, lse: torch.Tensor, num_heads: int,
+                         window: tuple[int, int], shift: tuple[int, int], scale: float, mask_value: float,
+                         shift_first: bool, config: WindowConfig | None = None,
+                         windows_per_prog: int | None = None,
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Launch the backward. Returns ``dqkv (B, H, W, 3C)`` (qkv dtype), ``drpb_table (R, nH)`` (table
+    dtype) and ``dqkv_bias (3C,)`` (bias dtype; q part zero) or None."""
+    B, H, W, C3 = qkv.shape
+    C = C3 // 3
+    wh, ww = window
+    Hp, Wp = -(-H // wh) * wh, -(-W // ww) * ww
+    n_win_w = Wp // ww
+    n_win = (Hp // wh) * n_win_w
+    total = B * n_win
+    N = wh * ww
+    config = config or pick_config(N)
+    qkv = qkv if qkv.stride(-1) == 1 else qkv.contiguous()
+    grad_out = grad_out.to(qkv.dtype).contiguous()
+    out = out.contiguous()
+    rpb = dense_relative_bias(rpb_table, window, config.block_n)
+    rpbt = dense_relative_bias(rpb_table, window, config.block_n, transpose=True)
+    delta = torch.empty((B, H, W, num_heads), device=qkv.device, dtype=torch.float32)
+    head_dim = C // num_heads
+    _window_attention_bwd_delta_kernel[(triton.cdiv(B * H * W, 64), num_heads)](
+        out, grad_out, delta, B * H * W, num_heads, C, HEAD_DIM=head_dim, BLOCK_T=64, num_warps=4)
+    m_tiles = triton.cdiv(N, config.bwd_block_m)
+    num_splits, per_split = num_splits_for(total, num_heads, m_tiles)
+    per_program = windows_per_prog or pick_windows_per_program(total, m_tiles * num_heads)
+    chunks = triton.cdiv(total, per_program)
+    dqkv = torch.empty((B, H, W, C3), device=qkv.device, dtype=qkv.dtype)
+    ds_part = torch.empty((num_splits, num_heads, N, N), device=qkv.device, dtype=torch.float32)
+    dbias_part = torch.empty((chunks * m_tiles, 2, C) if qkv_bias is not None else (1,), device=qkv.device,
+                             dtype=torch.float32)
+    num_dq = num_splits * num_heads * m_tiles
+    grid = (num_dq + chunks * num_heads * m_tiles,)
+    _window_attention_bwd_kernel[grid](
+        qkv, rpb, rpbt, qkv_bias if qkv_bias is not None else rpb, grad_out, delta, lse, dqkv, ds_part, dbias_part,
+        qkv.stride(0), qkv.stride(1), qkv.stride(2), grad_out.stride(0), grad_out.stride(1), grad_out.stride(2),
+        dqkv.stride(0), dqkv.stride(1), dqkv.stride(2),
+        H, W, Hp, Wp, n_win, n_win_w, total, per_split, num_dq, per_program, shift[0], shift[1], num_heads, C,
+        float(scale), float(mask_value),
+        WH=wh, WW=ww, HEAD_DIM=head_dim, BLOCK_M=config.bwd_block_m, BLOCK_N=config.block_n,
+        HAS_SHIFT=bool(shift[0] or shift[1]), HAS_QKV_BIAS=qkv_bias is not None,
+        SHIFT_FIRST=shift_first, DOT_PRECISION="ieee" if qkv.dtype == torch.float32 else "tf32",
+        ALIGNED=is_aligned(C, qkv, grad_out, dqkv), num_warps=config.bwd_warps, num_stages=config.num_stages,
+    )
+    R = (2 * wh - 1) * (2 * ww - 1)
+    dtable = torch.empty((R, num_heads), device=qkv.device, dtype=torch.float32)
+    _window_attention_table_grad_kernel[(num_heads,)](
+        ds_part, dtable, num_splits, num_heads, N, WH=wh, WW=ww, BLOCK_R=triton.next_power_of_2(R), num_warps=8)
+    dbias = None
+    if qkv_bias is not None:
+        kv = dbias_part.sum(dim=0).flatten()  # fixed-order reduction of a small buffer
+        dbias = torch.cat([torch.zeros(C, device=qkv.device, dtype=torch.float32), kv]).to(qkv_bias.dtype)
+    return dqkv, dtable.to(rpb_table.dtype), dbias
