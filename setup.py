@@ -151,7 +151,7 @@ def main() -> None:
         + ["fiber_fast"] + [f"fiber_fast.{p}" for p in find_packages("fiber_fast")],
         install_requires=["torch>=2.4", "triton>=3.2; platform_system=='Linux'", "numpy"],
         extras_require={
-            "test": ["pytest>=8", "pytest-benchmark>=5", "hypothesis>=6", "ninja", "ruff",
+            "test": ["pytest>=8", "pytest-benchmark>=5", "hypothesis>=6", "ninja", "ruff", "matplotlib",
                      # sm70 evidence: NVRTC 12 compiles device code for V100 (CUDA 13 has no sm70;
                      # the nvcc-cu12 wheel ships ptxas and headers, not nvcc itself)
                      "nvidia-cuda-nvrtc-cu12", "nvidia-cuda-runtime-cu12", "nvidia-cuda-nvcc-cu12",

@@ -1,5 +1,6 @@
 """`python -m fiber_kernels.info` never crashes and reports this machine's facts."""
 
+import os
 import subprocess
 import sys
 
@@ -43,3 +44,11 @@ def test_extension_build_info_is_consistent() -> None:
         assert facts["with_cuda"] == bool(facts["cuda_archs"])
     else:
         assert facts["error"]
+
+
+@pytest.mark.skipif(os.environ.get("FIBER_FAST_REQUIRE_EXT") != "1",
+                    reason="set FIBER_FAST_REQUIRE_EXT=1 (as .ci/run does) to require the compiled extension")
+def test_extension_is_built_with_its_cpu_kernels() -> None:
+    """CI must not silently skip the C++ kernels' tests: the install there has to build ``_C``."""
+    assert _extension.is_built(), _extension.load_error()
+    assert _extension.has_kernel("atss_assign", "CPU")
