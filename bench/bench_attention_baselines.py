@@ -10,7 +10,6 @@ projected GPU times from counted FLOPs and bytes (roofline, labelled projected).
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from bench.attention_cores import (
@@ -31,12 +30,9 @@ from bench.harness import (
     Case,
     KernelBench,
     Provider,
-    Recorder,
     Shape,
     UnsupportedCaseError,
-    run_memory,
-    run_projection,
-    run_speed,
+    benchmark_tests,
 )
 
 PROVIDERS = (
@@ -156,31 +152,5 @@ WINDOW = KernelBench(
 )
 
 
-@pytest.mark.parametrize("provider,shape,mode", CROSS.speed_params())
-def test_cross_speed(benchmark, recorder: Recorder, provider: str, shape: Shape, mode: str) -> None:
-    run_speed(benchmark, recorder, CROSS, provider, shape, mode)
-
-
-@pytest.mark.parametrize("provider,shape,device", CROSS.memory_params())
-def test_cross_memory(recorder: Recorder, provider: str, shape: Shape, device: str) -> None:
-    run_memory(recorder, CROSS, provider, shape, device)
-
-
-@pytest.mark.parametrize("provider,shape", CROSS.shape_params())
-def test_cross_projection(recorder: Recorder, provider: str, shape: Shape) -> None:
-    run_projection(recorder, CROSS, provider, shape)
-
-
-@pytest.mark.parametrize("provider,shape,mode", WINDOW.speed_params())
-def test_window_speed(benchmark, recorder: Recorder, provider: str, shape: Shape, mode: str) -> None:
-    run_speed(benchmark, recorder, WINDOW, provider, shape, mode)
-
-
-@pytest.mark.parametrize("provider,shape,device", WINDOW.memory_params())
-def test_window_memory(recorder: Recorder, provider: str, shape: Shape, device: str) -> None:
-    run_memory(recorder, WINDOW, provider, shape, device)
-
-
-@pytest.mark.parametrize("provider,shape", WINDOW.shape_params())
-def test_window_projection(recorder: Recorder, provider: str, shape: Shape) -> None:
-    run_projection(recorder, WINDOW, provider, shape)
+test_cross_speed, test_cross_memory, test_cross_projection = benchmark_tests(CROSS)
+test_window_speed, test_window_memory, test_window_projection = benchmark_tests(WINDOW)

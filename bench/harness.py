@@ -394,3 +394,23 @@ def run_projection(recorder: Recorder, bench: KernelBench, provider: str, shape:
                                 flops / seconds / 1e12, dtype=dtype_name(dtype), device=gpu, note=note))
         recorder.add([r for r in rows if r.mode == mode])
     return rows
+
+
+def benchmark_tests(bench: KernelBench) -> tuple[Callable[..., None], Callable[..., None], Callable[..., None]]:
+    """The speed, memory and projection test functions of ``bench``, parametrized over its providers,
+    shapes and modes. A benchmark file binds them to module names that start with ``test_``
+    (``test_speed, test_memory, test_projection = benchmark_tests(BENCH)``) so pytest collects them."""
+
+    @pytest.mark.parametrize("provider,shape,mode", bench.speed_params())
+    def speed(benchmark: Any, recorder: Recorder, provider: str, shape: Shape, mode: str) -> None:
+        run_speed(benchmark, recorder, bench, provider, shape, mode)
+
+    @pytest.mark.parametrize("provider,shape,device", bench.memory_params())
+    def memory(recorder: Recorder, provider: str, shape: Shape, device: str) -> None:
+        run_memory(recorder, bench, provider, shape, device)
+
+    @pytest.mark.parametrize("provider,shape", bench.shape_params())
+    def projection(recorder: Recorder, provider: str, shape: Shape) -> None:
+        run_projection(recorder, bench, provider, shape)
+
+    return speed, memory, projection
