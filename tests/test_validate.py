@@ -45,3 +45,18 @@ def test_choice_and_positive_int() -> None:
         v.check_positive_int("window_size", True)
     with pytest.raises(TypeError, match="shift_size must be an int >= 0, got float"):
         v.check_positive_int("shift_size", 1.0, minimum=0)
+
+
+def test_check_scale() -> None:
+    assert v.check_scale(None, 64) == 0.125
+    assert v.check_scale(2, 64) == 2.0 and isinstance(v.check_scale(2, 64), float)
+    assert v.check_scale(0.5) == 0.5
+    with pytest.raises(TypeError, match="scale must be a float, got NoneType"):
+        v.check_scale(None)
+    with pytest.raises(TypeError, match="scale must be a float or None, got bool"):
+        v.check_scale(True, 64)
+    for bad in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match=r"scale must be a finite float > 0 or None, got"):
+            v.check_scale(bad, 64)
+    with pytest.raises(ValueError, match=r"softmax_scale must be a finite float > 0, got 0"):
+        v.check_scale(0, name="softmax_scale")

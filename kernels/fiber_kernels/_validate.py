@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 
 import torch
@@ -70,3 +71,16 @@ def check_positive_int(name: str, value: object, *, minimum: int = 1) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
     return value
+
+
+def check_scale(value: object, head_dim: int | None = None, *, name: str = "scale") -> float:
+    """Check an attention softmax scale: a finite float > 0; ``None`` means ``head_dim ** -0.5`` when a
+    ``head_dim`` is given (the public ops) and is an error otherwise (the launchers). Returns a float."""
+    if value is None and head_dim is not None:
+        return head_dim ** -0.5
+    allowed = " or None" if head_dim is not None else ""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a float{allowed}, got {type(value).__name__}")
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite float > 0{allowed}, got {value!r}")
+    return float(value)
