@@ -5,17 +5,23 @@ bias + shift mask, softmax, ·v, merge, unshift, crop.
 
 Shapes: Swin-B (window 12, head dim 32) at 384² batch 8 (coarse stages 1-4) and at 800x1333 batch
 2 (fine stages; H, W not multiples of the window), plus a small CPU set (``--quick``). Times are
-measured on this CPU (fp32; Triton runs here only in the interpreter, so its times are skipped);
-saved/peak bytes are exact on fake CUDA bf16 tensors; GPU times are roofline projections.
+measured on this CPU (fp32). Every CPU-time row that is not measured is a ``skipped`` row whose note
+says why: Triton runs here only in the interpreter (not speed); fine_s1/fine_s2 are too large to
+time on a 2-core CPU (``cpu_time=False``); xformers / FlexAttention name their missing piece.
+Saved/peak bytes are exact on fake CUDA bf16 tensors; GPU times are roofline projections.
 
 Notes on the fused rows: ``saved_bytes``/``peak_bytes`` count the tensors the op returns and saves
-(qkv, table, bias, output, row log-sum-exp). The backward also allocates a partial buffer for the
-deterministic table gradient inside the op, ``num_splits·nH·N²·4`` bytes, given in each row's note.
+(qkv, table, bias, output, row log-sum-exp): on fake tensors the custom ops run their fake
+implementations, so what the launchers allocate inside them is not seen. Each row's note gives those
+bytes exactly, from the launcher's own plan (``triton_bwd.backward_plan``, the shapes it allocates):
+the forward's dense bias ``(nH, N, block_n)``; the backward's dense bias and its transpose, ``delta``
+``(B, H, W, nH)`` fp32, the deterministic table-gradient partials ``(num_splits, nH, N, N)`` fp32,
+the qkv-bias partials and the fp32 sums before the cast to bf16. All of the backward's are alive
+when it returns, so the fused peak is at most ``peak_bytes`` + that sum.
 """
 
 from __future__ import annotations
 
-import pytest
 import torch
 from fiber_kernels.window_attention import window_attention, window_attention_reference, window_attention_sdpa
 from fiber_kernels.window_attention.reference import (
@@ -25,20 +31,16 @@ from fiber_kernels.window_attention.reference import (
     split_heads,
     windows_of_qkv,
 )
-from fiber_kernels.window_attention.triton_bwd import num_splits_for
-from fiber_kernels.window_attention.triton_common import pick_config
+from fiber_kernels.window_attention.triton_bwd import backward_plan
 
 from bench.attention_cores import xformers_attention, xformers_reason
 from bench.harness import (
     Case,
     KernelBench,
     Provider,
-    Recorder,
     Shape,
     UnsupportedCaseError,
-    run_memory,
-    run_projection,
-    run_speed,
+    benchmark_tests,
     triton_reason,
 )
 
@@ -150,28 +152,17 @@ def build(provider: str, shape: Shape, device: torch.device, dtype: torch.dtype)
     }
     if provider not in functions:
         raise UnsupportedCaseError(f"unknown provider {provider}")
-    note = ""
-    if provider == "triton":
-        n = window * window
-        m_tiles = -(-n // pick_config(n).bwd_block_m)
-        splits, _ = num_splits_for(B * _padded_windows(H, W, window), heads, m_tiles)
-        note = f"plus {splits * heads * n * n * 4} B table-gradient partials inside the backward"
+    note = _work_bytes_note(qkv.shape, heads, window, dtype) if provider == "triton" else ""
     return Case(functions[provider], (qkv, table, bias), window_flops(B, H, W, C, heads, window), note=note)
 
 
+def _work_bytes_note(qkv_shape: tuple[int, ...], heads: int, window: int, dtype: torch.dtype) -> str:
+    """Exact bytes the Triton launchers allocate inside the custom ops (unseen on fake tensors)."""
+    work = backward_plan(tuple(qkv_shape), heads, (window, window), dtype, has_qkv_bias=True).buffer_bytes()
+    parts = ", ".join(f"{name} {size}" for name, size in work.items())
+    return (f"inside the ops, not in saved/peak_bytes: forward {work['rpb']} B (dense bias); "
+            f"backward {sum(work.values())} B ({parts})")
+
+
 WINDOW_ATTENTION = KernelBench("window_attention", PROVIDERS, SHAPES, build)
-
-
-@pytest.mark.parametrize("provider,shape,mode", WINDOW_ATTENTION.speed_params())
-def test_speed(benchmark, recorder: Recorder, provider: str, shape: Shape, mode: str) -> None:
-    run_speed(benchmark, recorder, WINDOW_ATTENTION, provider, shape, mode)
-
-
-@pytest.mark.parametrize("provider,shape,device", WINDOW_ATTENTION.memory_params())
-def test_memory(recorder: Recorder, provider: str, shape: Shape, device: str) -> None:
-    run_memory(recorder, WINDOW_ATTENTION, provider, shape, device)
-
-
-@pytest.mark.parametrize("provider,shape", WINDOW_ATTENTION.shape_params())
-def test_projection(recorder: Recorder, provider: str, shape: Shape) -> None:
-    run_projection(recorder, WINDOW_ATTENTION, provider, shape)
+test_speed, test_memory, test_projection = benchmark_tests(WINDOW_ATTENTION)

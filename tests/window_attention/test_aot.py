@@ -1,29 +1,49 @@
-"""Ahead-of-time compile of every Triton window-attention config for sm80 (A100) and sm90 (H100):
-no spills, shared memory and registers within the card's limits, tensor-core instructions."""
+"""Ahead-of-time compile of the Triton window-attention kernels for sm80 (A100) and sm90 (H100): every
+variant the launchers can pick on a GPU has no spills, shared memory and registers within the card's
+limits and tensor-core instructions; every variant the Triton backend declines on GPUs really spills.
+
+What the launchers can pick on a GPU is read from the backend's own ``_triton_reasons`` (dtype, head
+dim) and ``triton_common`` (tile config by window size, ``dot_precision``), so a change to either is
+compiled here. Default run: bf16 at Swin's 7x7 and FIBER's 12x12 windows (one per tile config), the
+declined variants, the helper kernels. ``-m slow``: fp16, and each config's largest window (8x8, 16x16).
+"""
 
 from __future__ import annotations
 
 import pytest
 import torch
+import triton
+from fiber_kernels.dispatch import DeviceInfo
 from fiber_kernels.testing import CompileSpec, compile_reports, fit_problems
+from fiber_kernels.window_attention.api import TRITON_HEAD_DIMS, _triton_reasons
 from fiber_kernels.window_attention.triton_bwd import (
     _window_attention_bwd_delta_kernel,
     _window_attention_bwd_kernel,
     _window_attention_table_grad_kernel,
 )
-from fiber_kernels.window_attention.triton_common import CONFIGS, WindowConfig
+from fiber_kernels.window_attention.triton_common import CONFIGS, WindowConfig, dot_precision, pick_config
 from fiber_kernels.window_attention.triton_fwd import _window_attention_fwd_kernel
 
 CARDS = {80: "A100", 90: "H100"}
-TRITON_TYPES = {torch.float16: "fp16", torch.bfloat16: "bf16"}
-# The largest window each config serves (its worst case for registers): 7x7 -> 64, 12x12 -> 256.
-WINDOW_OF = {64: 7, 256: 12}
+TRITON_TYPES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
+# One window per tile config (keyed by block_n): Swin's 7x7 and FIBER's 12x12, and each config's largest.
+SWIN_WINDOWS = {64: 7, 256: 12}
+LARGEST_WINDOWS = {64: 8, 256: 16}
 
 
-def _constexprs(config: WindowConfig, window: int, block_m: int) -> dict[str, object]:
-    return {"WH": window, "WW": window, "HEAD_DIM": 32, "BLOCK_M": block_m, "BLOCK_N": config.block_n,
+def gpu_variants(dtype: torch.dtype, windows: dict[int, int]) -> list[tuple[int, int, int]]:
+    """``(capability, window, head dim)`` of every variant the Triton backend runs on sm80/sm90 for
+    ``dtype`` inputs, one window per tile config."""
+    return [(capability, window, head_dim) for capability in CARDS for window in windows.values()
+            for head_dim in TRITON_HEAD_DIMS
+            if not _triton_reasons(DeviceInfo("cuda", divmod(capability, 10)),
+                                   torch.empty(1, 1, 1, 3 * head_dim, dtype=dtype, device="meta"), 1, (window, window))]
+
+
+def _constexprs(window: int, head_dim: int, dtype: torch.dtype, block_m: int, config: WindowConfig) -> dict:
+    return {"WH": window, "WW": window, "HEAD_DIM": head_dim, "BLOCK_M": block_m, "BLOCK_N": config.block_n,
             "HAS_SHIFT": True, "HAS_QKV_BIAS": True, "SHIFT_FIRST": False,
-            "DOT_PRECISION": "tf32", "ALIGNED": True}
+            "DOT_PRECISION": dot_precision(dtype), "ALIGNED": True}
 
 
 def _ints(*names: str) -> dict[str, str]:
@@ -34,39 +54,45 @@ _GEOMETRY = ("H", "W", "Hp", "Wp", "n_win", "n_win_w", "total_windows")
 _STRIDES_IN = ("stride_qb", "stride_qh", "stride_qw", "stride_ob", "stride_oh", "stride_ow")
 
 
-def _fwd_spec(config: WindowConfig, dtype: str, capability: int) -> CompileSpec:
-    signature = {"qkv_ptr": f"*{dtype}", "rpb_ptr": f"*{dtype}", "bias_ptr": f"*{dtype}", "out_ptr": f"*{dtype}",
-                 "lse_ptr": "*fp32",
+def _fwd_spec(capability: int, window: int, head_dim: int, dtype: torch.dtype) -> CompileSpec:
+    config, t = pick_config(window * window), TRITON_TYPES[dtype]
+    signature = {"qkv_ptr": f"*{t}", "rpb_ptr": f"*{t}", "bias_ptr": f"*{t}", "out_ptr": f"*{t}", "lse_ptr": "*fp32",
                  **_ints(*_STRIDES_IN, *_GEOMETRY, "windows_per_program", "shift_h", "shift_w", "num_heads", "C"),
                  "scale": "fp32", "mask_value": "fp32"}
-    constexprs = _constexprs(config, WINDOW_OF[config.block_n], config.block_m)
-    return CompileSpec(_window_attention_fwd_kernel, signature, constexprs, capability, config.fwd_warps,
+    return CompileSpec(_window_attention_fwd_kernel, signature,
+                       _constexprs(window, head_dim, dtype, config.block_m, config), capability, config.fwd_warps,
                        config.num_stages)
 
 
-def _bwd_spec(config: WindowConfig, dtype: str, capability: int) -> CompileSpec:
-    signature = {"qkv_ptr": f"*{dtype}", "rpb_ptr": f"*{dtype}", "rpbt_ptr": f"*{dtype}", "bias_ptr": f"*{dtype}",
-                 "dout_ptr": f"*{dtype}", "delta_ptr": "*fp32", "lse_ptr": "*fp32", "dqkv_ptr": f"*{dtype}",
+def _bwd_spec(capability: int, window: int, head_dim: int, dtype: torch.dtype) -> CompileSpec:
+    config, t = pick_config(window * window), TRITON_TYPES[dtype]
+    signature = {"qkv_ptr": f"*{t}", "rpb_ptr": f"*{t}", "rpbt_ptr": f"*{t}", "bias_ptr": f"*{t}",
+                 "dout_ptr": f"*{t}", "delta_ptr": "*fp32", "lse_ptr": "*fp32", "dqkv_ptr": f"*{t}",
                  "ds_part_ptr": "*fp32", "dbias_part_ptr": "*fp32",
                  **_ints(*_STRIDES_IN, "stride_gb", "stride_gh", "stride_gw", *_GEOMETRY, "windows_per_split",
                          "num_dq_programs", "windows_per_program", "shift_h", "shift_w", "num_heads", "C"),
                  "scale": "fp32", "mask_value": "fp32"}
     return CompileSpec(_window_attention_bwd_kernel, signature,
-                       _constexprs(config, WINDOW_OF[config.block_n], config.bwd_block_m), capability,
+                       _constexprs(window, head_dim, dtype, config.bwd_block_m, config), capability,
                        config.bwd_warps, config.num_stages)
 
 
-def _delta_spec(dtype: str, capability: int) -> CompileSpec:
-    signature = {"out_ptr": f"*{dtype}", "dout_ptr": f"*{dtype}", "delta_ptr": "*fp32",
-                 **_ints("n_tokens", "num_heads", "C")}
-    return CompileSpec(_window_attention_bwd_delta_kernel, signature, {"HEAD_DIM": 32, "BLOCK_T": 64}, capability)
+def _attention_specs(dtype: torch.dtype, windows: dict[int, int]) -> list[CompileSpec]:
+    return [make(*variant, dtype) for variant in gpu_variants(dtype, windows) for make in (_fwd_spec, _bwd_spec)]
+
+
+def _delta_spec(capability: int, head_dim: int, dtype: torch.dtype) -> CompileSpec:
+    t = TRITON_TYPES[dtype]
+    signature = {"out_ptr": f"*{t}", "dout_ptr": f"*{t}", "delta_ptr": "*fp32", **_ints("n_tokens", "num_heads", "C")}
+    return CompileSpec(_window_attention_bwd_delta_kernel, signature, {"HEAD_DIM": head_dim, "BLOCK_T": 64},
+                       capability)
 
 
 def _table_spec(window: int, capability: int) -> CompileSpec:
     signature = {"ds_part_ptr": "*fp32", "dtable_ptr": "*fp32", **_ints("num_splits", "num_heads", "window_tokens")}
-    return CompileSpec(_window_attention_table_grad_kernel, signature,
-                       {"WH": window, "WW": window, "BLOCK_R": 1024 if window == 12 else 256}, capability,
-                       num_warps=8)  # as the launcher
+    return CompileSpec(_window_attention_table_grad_kernel, signature,  # BLOCK_R and warps as the launcher
+                       {"WH": window, "WW": window, "BLOCK_R": triton.next_power_of_2((2 * window - 1) ** 2)},
+                       capability, num_warps=8)
 
 
 def _check(specs: list[CompileSpec], require_tensor_cores: bool) -> None:
@@ -87,32 +113,59 @@ def _check(specs: list[CompileSpec], require_tensor_cores: bool) -> None:
     assert not problems, "\n".join(problems)
 
 
+def test_gpu_variants_are_half_precision_at_head_dim_32() -> None:
+    # What the compiles below found spill-free (api.TRITON_GPU_HEAD_DIMS / TRITON_GPU_DTYPES).
+    for dtype in (torch.float16, torch.bfloat16):
+        assert gpu_variants(dtype, SWIN_WINDOWS) == [(c, w, 32) for c in CARDS for w in (7, 12)]
+    assert gpu_variants(torch.float32, SWIN_WINDOWS) == []
+
+
 @pytest.mark.compile
-def test_every_config_compiles_for_sm80_and_sm90_bf16() -> None:
-    specs = [make(config, "bf16", capability) for config in CONFIGS for capability in CARDS
-             for make in (_fwd_spec, _bwd_spec)]
-    _check(specs, require_tensor_cores=True)
+def test_every_gpu_variant_compiles_for_sm80_and_sm90_bf16() -> None:
+    _check(_attention_specs(torch.bfloat16, SWIN_WINDOWS), require_tensor_cores=True)
+
+
+@pytest.mark.compile
+def test_declined_variants_spill() -> None:
+    # One declined variant per reason, each compiled as the launcher would run it (sm80 forward).
+    declined = [(12, 32, torch.float32), (12, 16, torch.bfloat16), (8, 64, torch.bfloat16), (7, 128, torch.bfloat16)]
+    for window, head_dim, dtype in declined:
+        qkv = torch.empty(1, 1, 1, 3 * head_dim, dtype=dtype, device="meta")
+        assert _triton_reasons(DeviceInfo("cuda", (8, 0)), qkv, 1, (window, window)), (window, head_dim, dtype)
+    reports = compile_reports([_fwd_spec(80, window, head_dim, dtype) for window, head_dim, dtype in declined])
+    for report in reports:
+        print(report)
+        assert report.spills, report
 
 
 @pytest.mark.compile
 def test_helper_kernels_compile_without_spills() -> None:
     # the table-gradient fold (no matmul) and the backward's delta = rowsum(dout * out)
-    specs = [_table_spec(window, capability) for window in (7, 12) for capability in CARDS]
-    _check(specs + [_delta_spec("bf16", capability) for capability in CARDS], require_tensor_cores=False)
+    head_dims = sorted({head_dim for _, _, head_dim in gpu_variants(torch.bfloat16, SWIN_WINDOWS)})
+    specs = [_table_spec(window, capability) for window in SWIN_WINDOWS.values() for capability in CARDS]
+    specs += [_delta_spec(capability, head_dim, torch.bfloat16) for capability in CARDS for head_dim in head_dims]
+    _check(specs, require_tensor_cores=False)
 
 
 @pytest.mark.compile
 @pytest.mark.slow
-def test_every_config_compiles_for_sm80_and_sm90_fp16() -> None:
-    specs = [make(config, "fp16", capability) for config in CONFIGS for capability in CARDS
-             for make in (_fwd_spec, _bwd_spec)]
+def test_every_gpu_variant_compiles_for_sm80_and_sm90_fp16_and_largest_windows() -> None:
+    specs = _attention_specs(torch.float16, SWIN_WINDOWS)
+    specs += _attention_specs(torch.float16, LARGEST_WINDOWS) + _attention_specs(torch.bfloat16, LARGEST_WINDOWS)
     _check(specs, require_tensor_cores=True)
+    head_dims = sorted({head_dim for _, _, head_dim in gpu_variants(torch.float16, SWIN_WINDOWS)})
+    helpers = [_table_spec(window, capability) for window in LARGEST_WINDOWS.values() for capability in CARDS]
+    _check(helpers + [_delta_spec(capability, head_dim, torch.float16) for capability in CARDS
+                      for head_dim in head_dims], require_tensor_cores=False)
 
 
 def test_config_list_covers_every_window_the_triton_backend_accepts() -> None:
-    from fiber_kernels.window_attention.triton_common import MAX_WINDOW_TOKENS, pick_config
+    from fiber_kernels.window_attention.triton_common import MAX_WINDOW_TOKENS
 
     assert {pick_config(n).block_n for n in range(1, MAX_WINDOW_TOKENS + 1)} == {c.block_n for c in CONFIGS}
-    assert set(WINDOW_OF) == {c.block_n for c in CONFIGS}
+    assert set(SWIN_WINDOWS) == set(LARGEST_WINDOWS) == {c.block_n for c in CONFIGS}
+    assert all(pick_config(w * w).block_n == n for windows in (SWIN_WINDOWS, LARGEST_WINDOWS)
+               for n, w in windows.items())
+    assert all(pick_config((w + 1) ** 2).block_n != n for n, w in LARGEST_WINDOWS.items() if n != MAX_WINDOW_TOKENS)
     with pytest.raises(ValueError, match="exceeds the largest tile"):
         pick_config(MAX_WINDOW_TOKENS + 1)

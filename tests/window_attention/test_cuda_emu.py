@@ -232,3 +232,40 @@ def test_strided_inputs_give_the_contiguous_result(ops) -> None:
     strided_out, strided_lse = cuda.forward(wide, table_view, bias, *settings, ops=ops)
     assert not wide.is_contiguous() and not table_view.is_contiguous()
     assert torch.equal(out, strided_out) and torch.equal(lse, strided_lse)
+
+
+class _CountingOps:
+    """The emulated ops module, recording which ops are called (proves which kernels a path ran)."""
+
+    def __init__(self, ops) -> None:
+        self.ops = ops
+        self.calls: list[str] = []
+
+    def __getattr__(self, name: str):
+        self.calls.append(name)
+        return getattr(self.ops, name)
+
+
+def test_custom_op_with_cuda_backend_runs_the_cuda_kernels_through_autograd(ops, monkeypatch) -> None:
+    # window_attention_op(..., backend="cuda") as the "cuda" dispatch backend calls it, with the default
+    # ops (torch.ops.fiber_kernels_C on a GPU) pointed at the emulated build of the same kernels.
+    from fiber_kernels.window_attention.function import window_attention_op
+
+    counting = _CountingOps(ops)
+    monkeypatch.setattr(cuda, "_default_ops", lambda: counting)
+    case = Case(2, 5, 9, 3, 32, (7, 7), (3, 3))   # shifted, padded (keys = qkv bias), 2 images
+    qkv, table, bias = make_inputs(case, torch.float16)
+    scale = 32 ** -0.5
+    grad_out = torch.randn(2, 5, 9, 96)
+    leaves = [t.detach().requires_grad_() for t in (qkv, table, bias)]
+    out = window_attention_op(*leaves, 3, 7, 7, 3, 3, scale, -100.0, False, "cuda")[0]
+    got = (out, *torch.autograd.grad(out, leaves, grad_out.half()))
+    assert counting.calls == ["window_attention_fwd", "window_attention_bwd"]
+    ref = _reference_grads(case, *(t.double() for t in (qkv, table, bias)), grad_out, scale)
+    same = _reference_grads(case, qkv, table, bias, grad_out, scale)
+    for name, value, ref_value, torch_value in zip(["output", "dqkv", "drpb_table", "dqkv_bias"], got, ref, same,
+                                                   strict=True):
+        assert value.dtype == torch.float16 and value.shape == ref_value.shape, name
+        assert_close_to_reference(value, ref_value, torch_value, factor=3.0, atol_floor=1e-5, name=f"cuda op {name}")
+    args = (*leaves, 3, 7, 7, 3, 3, scale, -100.0, False, "cuda")
+    torch.library.opcheck(window_attention_op, args)  # schema, fake impl, autograd registration, AOT dispatch

@@ -15,6 +15,9 @@ from fiber_kernels.window_attention.triton_fwd import window_attention_fwd
 
 from ._cases import Case, make_inputs
 
+# FIBER's stage-4 map at 800x1333 (25x42, window 12: padded to 36x48, 3x4 windows), with 1 head to
+# keep the interpreter cheap (~8 s per dtype); the 4-head original is in SLOW_CASES.
+FIBER_25X42 = Case(1, 25, 42, 1, 32, (12, 12), (6, 6))
 CASES = [
     Case(1, 7, 14, 3, 32, (7, 7), (0, 0)),             # window 7, multiples, no shift
     Case(1, 14, 14, 4, 32, (7, 7), (3, 3)),            # window 7, shifted, 4 windows
@@ -22,6 +25,7 @@ CASES = [
     Case(1, 7, 7, 4, 32, (7, 7), (3, 3)),              # one window, shifted (detection variant)
     Case(1, 12, 12, 1, 32, (12, 12), (0, 0)),          # window 12, one window
     Case(1, 13, 12, 3, 32, (12, 12), (6, 6)),          # window 12, shifted, padded
+    FIBER_25X42,                                       # window 12, shift 6, 12 windows, H and W padded
     Case(1, 10, 12, 3, 32, (7, 7), (3, 3), bias=False),
     Case(1, 10, 12, 3, 32, (7, 7), (3, 3), shift_first=True),   # timm's order
     Case(1, 5, 8, 3, 32, (4, 6), (2, 0)),              # rectangular window, one-axis shift
@@ -70,7 +74,7 @@ def test_triton_matches_reference_fp32(case: Case) -> None:
     _check_case(case, torch.float32)
 
 
-@pytest.mark.parametrize("case", [CASES[2], Case(1, 13, 12, 1, 32, (12, 12), (6, 6))], ids=str)
+@pytest.mark.parametrize("case", [CASES[0], CASES[2], FIBER_25X42], ids=str)
 def test_triton_matches_reference_fp16(case: Case) -> None:
     _check_case(case, torch.float16)
 
@@ -171,3 +175,35 @@ def test_fake_tensors_trace_the_op_at_fiber_shapes() -> None:
         _, lse = window_attention_op(qkv, table, None, 16, 12, 12, 6, 6, 32 ** -0.5, -100.0, False)
     assert out.shape == (2, 50, 84, 512) and out.dtype == torch.bfloat16
     assert lse.shape == (2 * 5 * 7, 16, 144) and lse.dtype == torch.float32
+
+
+def test_backward_plan_names_the_buffers_the_launcher_allocates() -> None:
+    # bench/bench_window_attention.py reports these bytes as the backward's work memory (unseen on
+    # fake tensors): each must be a tensor the launcher really allocates, with that shape and dtype.
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves
+
+    class Allocations(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.made: list[tuple[tuple[int, ...], torch.dtype]] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            result = func(*args, **(kwargs or {}))
+            storage = (lambda tree: {t.untyped_storage().data_ptr(): t for t in tree_leaves(tree)
+                                     if isinstance(t, torch.Tensor)})
+            inputs = storage((args, kwargs))
+            self.made += [(tuple(t.shape), t.dtype) for ptr, t in storage(result).items() if ptr not in inputs]
+            return result
+
+    case = Case(1, 7, 9, 2, 32, (7, 7), (3, 3))
+    qkv, table, bias = make_inputs(case, torch.float16)
+    settings = (2, (7, 7), (3, 3), 32 ** -0.5, -100.0, False)
+    out, lse = window_attention_fwd(qkv, table, bias, *settings)
+    plan = triton_bwd.backward_plan(tuple(qkv.shape), 2, (7, 7), torch.float16, has_qkv_bias=True)
+    assert set(plan.buffers) == {"rpb", "rpbt", "delta", "ds_part", "dbias_part", "dtable32", "dbias32"}
+    with Allocations() as allocations:
+        window_attention_bwd(torch.randn_like(out), qkv, table, bias, out, lse, *settings)
+    for name, buffer in plan.buffers.items():
+        assert buffer in allocations.made, name
+    assert plan.buffer_bytes()["ds_part"] == plan.num_splits * 2 * 49 * 49 * 4

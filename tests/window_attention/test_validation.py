@@ -75,3 +75,23 @@ def test_cpu_auto_uses_the_torch_path() -> None:
     args = _good()
     out = window_attention(args["qkv"], args["rpb_table"], 2, 7, 3, qkv_bias=args["qkv_bias"])
     assert out.shape == (1, 7, 7, 64)
+
+
+@pytest.mark.parametrize(("dtype", "heads", "message"), [
+    (torch.float32, 2, r"torch.float32 inputs need exact fp32 FMA math, which spills in every tile config on "
+                       r"sm80/sm90; the GPU kernels take float16 or bfloat16"),
+    (torch.bfloat16, 1, r"head dim 64 spills to local memory on sm80/sm90; the GPU kernels take head dim "
+                        r"C/num_heads in \(32,\)"),
+    (torch.float16, 4, r"head dim 16 spills to local memory on sm80/sm90"),
+])
+def test_triton_backend_declines_on_gpus_what_spills(dtype: torch.dtype, heads: int, message: str) -> None:
+    # Fake CUDA tensors (sm80): the compiled-kernel limits of api.TRITON_GPU_HEAD_DIMS / _DTYPES apply,
+    # and "auto" falls through to a backend that serves the call.
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        qkv = torch.empty(1, 14, 14, 3 * 64, device="cuda", dtype=dtype)
+        table = torch.empty(169, heads, device="cuda", dtype=dtype)
+        with pytest.raises(BackendNotSupportedError, match=message):
+            window_attention(qkv, table, heads, 7, 3, backend="triton")
+        assert window_attention(qkv, table, heads, 7, 3).shape == (1, 14, 14, 64)

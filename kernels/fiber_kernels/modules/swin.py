@@ -45,6 +45,13 @@ class FusedSwinAttention(nn.Module):
         no_shift_in_single_window: torchvision's rule: no shift along an axis that the (padded)
             map covers with one window.
         backend: ``window_attention``'s backend.
+
+    Buffers: ``relative_position_index`` ``(Wh·Ww, Wh·Ww)`` int64 is registered *persistent*, as in
+    the official Swin (``microsoft/Swin-Transformer``), so it is in ``state_dict()`` and official
+    checkpoints load strictly. timm registers it non-persistent: loading a timm state dict reports
+    it as the one missing key (``strict=False``), and the index this module computed is the same.
+    ``from_module`` keeps the wrapped module's persistence (a patched timm model's state dict keeps
+    timm's keys). The kernel recomputes the index itself; the buffer is for checkpoints only.
     """
 
     def __init__(self, dim: int, num_heads: int, window_size: int | tuple[int, int] = 7,

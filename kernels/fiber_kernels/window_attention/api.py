@@ -1,8 +1,9 @@
 """Public entry point ``window_attention``: validation, dispatch, docs.
 
-Backends (``fiber_kernels.dispatch``): ``triton`` (the custom op of ``function.py``; CUDA sm80+, or
-CPU tensors under ``TRITON_INTERPRET=1`` when asked for by name) and ``torch``
-(``scaled_dot_product_attention`` with the additive bias+mask, the CPU path).
+Backends (``fiber_kernels.dispatch``): ``triton`` (the custom op of ``function.py``; CUDA sm80+ in
+fp16/bf16 at head dim 32, or CPU tensors under ``TRITON_INTERPRET=1`` when asked for by name),
+``cuda`` (the same op on the ``csrc/`` kernels) and ``torch`` (``scaled_dot_product_attention`` with
+the additive bias+mask: the CPU path, and on GPUs whatever the compiled kernels decline).
 """
 
 from __future__ import annotations
@@ -18,7 +19,15 @@ from .function import window_attention_op
 from .reference import window_attention_sdpa
 from .triton_common import MAX_WINDOW_TOKENS
 
-TRITON_HEAD_DIMS = (16, 32, 64, 128)
+TRITON_HEAD_DIMS = (16, 32, 64, 128)  # what the kernels take (the interpreter runs every one)
+# What the compiled kernels run on sm80/sm90 without spilling, from ahead-of-time compiles of every
+# variant (tests/window_attention/test_aot.py): fp16/bf16 at head dim 32 are spill-free for every
+# window compiled (4x4 to 16x16). Head dim 16 spills at windows over 8x8 (64-744 B), 64 at windows
+# 5x5, 6x6, 8x8 and 14x14 (8-48 B), 128 everywhere (8-88 B); fp32 inputs take exact fp32 FMA math
+# (``DOT_PRECISION="ieee"``, no tensor cores), which spills in every config (up to 13.7 KB) and at
+# head dim 128 needs 272 KB of shared memory. The torch backend (SDPA) serves those on GPUs.
+TRITON_GPU_HEAD_DIMS = (32,)
+TRITON_GPU_DTYPES = (torch.float16, torch.bfloat16)
 
 
 def _pair(name: str, value: object, minimum: int) -> tuple[int, int]:
@@ -81,8 +90,22 @@ def _triton_reasons(device: dispatch.DeviceInfo, qkv: torch.Tensor, num_heads: i
         reasons.append(f"head dim C/num_heads must be one of {TRITON_HEAD_DIMS}, got {head_dim}")
     if window[0] * window[1] > MAX_WINDOW_TOKENS:
         reasons.append(f"window of {window[0] * window[1]} tokens exceeds {MAX_WINDOW_TOKENS} (16x16)")
-    if device.type == "cuda" and device.capability is not None and device.capability < (8, 0):
+    if device.type == "cuda":
+        reasons += _triton_gpu_reasons(device, qkv.dtype, head_dim)
+    return reasons
+
+
+def _triton_gpu_reasons(device: dispatch.DeviceInfo, dtype: torch.dtype, head_dim: int) -> list[str]:
+    """What the compiled kernels decline on a GPU (see ``TRITON_GPU_HEAD_DIMS``)."""
+    reasons = []
+    if device.capability is not None and device.capability < (8, 0):
         reasons.append(f"Triton has no tensor-core path below sm80, got sm{device.capability[0]}{device.capability[1]}")
+    if dtype not in TRITON_GPU_DTYPES:
+        reasons.append(f"{dtype} inputs need exact fp32 FMA math, which spills in every tile config on sm80/sm90; "
+                       "the GPU kernels take float16 or bfloat16")
+    if head_dim in TRITON_HEAD_DIMS and head_dim not in TRITON_GPU_HEAD_DIMS:
+        reasons.append(f"head dim {head_dim} spills to local memory on sm80/sm90; the GPU kernels take head dim "
+                       f"C/num_heads in {TRITON_GPU_HEAD_DIMS}")
     return reasons
 
 

@@ -64,6 +64,13 @@ def pick_config(window_tokens: int) -> WindowConfig:
     raise ValueError(f"window of {window_tokens} tokens exceeds the largest tile ({MAX_WINDOW_TOKENS})")
 
 
+def dot_precision(dtype: torch.dtype) -> str:
+    """``DOT_PRECISION`` of the kernels for inputs of ``dtype``: exact ``"ieee"`` for fp32 (the
+    interpreter's reference-grade path; GPUs decline fp32, see ``api.TRITON_GPU_DTYPES``), else
+    ``"tf32"`` (ignored by fp16/bf16 dots, which run on tensor cores)."""
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
 def dense_relative_bias(rpb_table: torch.Tensor, window: tuple[int, int], block_n: int,
                         transpose: bool = False) -> torch.Tensor:
     """``rpb_table[relative index]`` per head as ``(nH, N, block_n)`` (rows padded to ``block_n``);

@@ -23,6 +23,7 @@ from .triton_common import (
     _rows,
     _window_tokens,
     dense_relative_bias,
+    dot_precision,
     is_aligned,
     pick_config,
 )
@@ -125,7 +126,7 @@ def window_attention_fwd(qkv: torch.Tensor, rpb_table: torch.Tensor, qkv_bias: t
         float(mask_value),
         WH=wh, WW=ww, HEAD_DIM=C // num_heads, BLOCK_M=config.block_m, BLOCK_N=config.block_n,
         HAS_SHIFT=bool(shift[0] or shift[1]), HAS_QKV_BIAS=qkv_bias is not None,
-        SHIFT_FIRST=shift_first, DOT_PRECISION="ieee" if qkv.dtype == torch.float32 else "tf32",
+        SHIFT_FIRST=shift_first, DOT_PRECISION=dot_precision(qkv.dtype),
         ALIGNED=is_aligned(C, qkv, out), num_warps=config.fwd_warps, num_stages=config.num_stages,
     )
     return out, lse
