@@ -13,7 +13,7 @@ import math
 import torch
 
 from .. import dispatch
-from .._validate import FLOAT_DTYPES, check_same_device, check_same_dtype, check_tensor
+from .._validate import FLOAT_DTYPES, check_same_device, check_same_dtype, check_scale, check_tensor
 from .cuda import cuda_reasons
 from .function import window_attention_op
 from .reference import window_attention_sdpa
@@ -37,16 +37,6 @@ def _pair(name: str, value: object, minimum: int) -> tuple[int, int]:
     if any(v < minimum for v in pair):
         raise ValueError(f"{name} must be >= {minimum} (an int or a pair (h, w)), got {value!r}")
     return pair
-
-
-def _check_scale(scale: object, head_dim: int) -> float:
-    if scale is None:
-        return head_dim ** -0.5
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)):
-        raise TypeError(f"scale must be a float or None, got {type(scale).__name__}")
-    if not math.isfinite(scale) or scale <= 0:
-        raise ValueError(f"scale must be a finite float > 0 or None, got {scale!r}")
-    return float(scale)
 
 
 def check_window_attention(qkv: object, rpb_table: object, num_heads: object, window_size: object,
@@ -153,7 +143,7 @@ def window_attention(qkv: torch.Tensor, rpb_table: torch.Tensor, num_heads: int,
     window, shift = check_window_attention(qkv, rpb_table, num_heads, window_size, shift_size, qkv_bias, mask_value)
     if not isinstance(shift_first, bool):
         raise TypeError(f"shift_first must be a bool, got {type(shift_first).__name__}")
-    scale = _check_scale(scale, qkv.shape[-1] // 3 // num_heads)
+    scale = check_scale(scale, qkv.shape[-1] // 3 // num_heads)
     chosen = dispatch.select_backend("window_attention", dispatch.DeviceInfo.of(qkv), backend,
                                      inputs={"qkv": qkv, "num_heads": num_heads, "window": window})
     return chosen.impl(qkv, rpb_table, qkv_bias, num_heads, window, shift, scale, float(mask_value), shift_first)

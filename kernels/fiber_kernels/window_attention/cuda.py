@@ -9,13 +9,12 @@ is the one a GPU user runs. fp16 runs on tensor cores (wmma, sm70+); fp32 and bf
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 
 from .. import _extension, dispatch
-from .._validate import check_same_device, check_tensor
+from .._validate import check_same_device, check_scale, check_tensor
 
 CUDA_HEAD_DIMS = (16, 32, 64)
 CUDA_MAX_WINDOW_TOKENS = 144  # 12x12, FIBER's window; csrc kMaxTokens
@@ -49,13 +48,10 @@ def _check_limits(qkv: torch.Tensor, num_heads: int, window: tuple[int, int]) ->
 
 
 def _check_settings(scale: object, shift_first: object) -> float:
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)):
-        raise TypeError(f"scale must be a float, got {type(scale).__name__}")
-    if not math.isfinite(scale) or scale <= 0:
-        raise ValueError(f"scale must be a finite float > 0, got {scale!r}")
+    scale = check_scale(scale)
     if not isinstance(shift_first, bool):
         raise TypeError(f"shift_first must be a bool, got {type(shift_first).__name__}")
-    return float(scale)
+    return scale
 
 
 def _check_common(*args: Any) -> tuple[tuple[int, int], tuple[int, int]]:
