@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from fiber_kernels.cross_attention import cross_attention, cross_attention_reference, triton_attention
+from fiber_kernels.testing.memory import peak_bytes
 from fiber_kernels.testing.numerics import assert_close_to_reference
 
 from ._cases import fresh, make_mask, make_qkv
@@ -118,6 +119,39 @@ def test_backward_is_deterministic_and_split_independent():
     for a, b, c in zip(first, second, one_split, strict=True):
         assert torch.equal(a, b)
         torch.testing.assert_close(a, c, rtol=1e-5, atol=1e-5)
+
+
+class _NoLaunch:
+    """A Triton kernel whose launches do nothing: the launcher's own allocations are all that runs."""
+
+    def __getitem__(self, grid):
+        return lambda *args, **kwargs: None
+
+
+@pytest.mark.parametrize("B,Bk,H,Nq,Nk,D,dtype,split", [
+    pytest.param(8, 2, 2, 144, 40, 32, torch.float16, True, id="split-partials-fp16"),
+    pytest.param(2, 2, 3, 40, 70, 64, torch.float32, False, id="one-split-fp32"),
+])
+def test_backward_temporaries_are_what_the_launcher_allocates(monkeypatch, B, Bk, H, Nq, Nk, D, dtype, split):
+    """``backward_temporaries`` (what memory benchmarks add to fake-tensor peaks) equals the peak bytes the
+    backward launcher holds besides its inputs and dq, dk, dv, measured on its real allocations."""
+    for name in ("_cross_attention_bwd_preprocess_kernel", "_cross_attention_bwd_dq_kernel",
+                 "_cross_attention_bwd_dkdv_kernel"):
+        monkeypatch.setattr(triton_attention, name, _NoLaunch())
+    q, k, v = (t.detach().to(dtype) for t in make_qkv(B, Bk, H, Nq, Nk, D))
+    inputs = (torch.empty_like(q), q, k, v, torch.empty_like(q), torch.empty(B, H, Nq), make_mask(Bk, Nk, "partial"))
+    token = torch.zeros(1, requires_grad=True)  # peak_bytes back-propagates an output: this one, after the launcher
+    grads = []
+
+    def launch(*tensors):
+        grads.extend(triton_attention.cross_attention_bwd(*tensors[:-1], 0.2))
+        return tensors[-1].clone()
+
+    peak = peak_bytes(launch, *inputs, token)
+    nbytes = sum(t.untyped_storage().nbytes() for t in (*inputs, token, *grads))
+    temporaries = triton_attention.backward_temporaries(q.shape, k.shape, dtype, q.device)
+    assert (temporaries.splits > 1) == split and (temporaries.partials > 0) == split
+    assert peak - nbytes == temporaries.peak
 
 
 def test_lse_is_saved_and_inf_for_rows_without_keys():

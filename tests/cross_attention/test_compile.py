@@ -2,8 +2,9 @@
 spills, shared memory within the card's limit and tensor-core instructions (mma.sync / wgmma).
 
 Default run: every tile config the launchers can pick, with a key mask (the superset of the code):
-the half-precision table with bf16 inputs and the fp32 table's own configs with fp32 (tf32) inputs,
-and the linear configs. ``-m slow`` adds fp16, all fp32 (tf32) and the unmasked variants. Exact fp32
+the half-precision table with bf16 inputs (and its dk/dv kernel writing fp32 partials, the launch when
+the shared query rows are split), the fp32 table's own configs with fp32 (tf32) inputs, and the linear
+configs. ``-m slow`` adds fp16, all fp32 (tf32) and the unmasked variants. Exact fp32
 (``allow_tf32 = False``, FMA math) spills in these tiles, so the Triton backend declines it on GPUs
 (tests/cross_attention/test_validation.py) and the torch backend serves it.
 Each variant is compiled as a launch on FIBER's layouts specialises it: strides equal to 1 become the
@@ -94,12 +95,21 @@ def _fp32_only_configs(specs: list[CompileSpec]) -> list[CompileSpec]:
     return [spec for spec in specs if key(spec) not in half]
 
 
+def _partial_dkdv(specs: list[CompileSpec]) -> list[CompileSpec]:
+    """The dk/dv kernels of ``attention_specs(..., partial_dkdv=True)``: fp32 dk/dv partials (splits > 1)."""
+    return [spec for spec in specs if spec.kernel is ta._cross_attention_bwd_dkdv_kernel]
+
+
 @pytest.mark.compile
 def test_shipped_configs_compile_for_sm80_and_sm90():
-    """Every tile config of CONFIGS (bf16 inputs; the fp32 table's own configs with fp32/tf32 inputs)."""
+    """Every tile config of CONFIGS (bf16 inputs; the fp32 table's own configs with fp32/tf32 inputs), and the
+    dk/dv kernel writing fp32 partials from bf16 inputs, as the launcher runs it when splits > 1."""
     specs = []
     for capability in CARDS:
         specs += attention_specs("bf16", True, "tf32", capability)
+        partial = _partial_dkdv(attention_specs("bf16", True, "tf32", capability, partial_dkdv=True))
+        assert len(partial) == len(ta.HEAD_DIMS) and all(spec.signature["DK"] == "*fp32" for spec in partial)
+        specs += partial
         specs += linear_specs("bf16", "tf32", capability)
         specs += _fp32_only_configs(attention_specs("fp32", True, "tf32", capability))
     _check(specs)

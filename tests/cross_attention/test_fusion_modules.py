@@ -4,6 +4,8 @@ branch): same state dict keys, random weights, both directions, fusion on and of
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from fiber_kernels.modules.fusion import ImageToTextFusion, TextToImageFusion
@@ -174,13 +176,54 @@ def test_state_dict_keys_are_fibers():
     assert image.alpha_i2t.shape == (1,) and image.alpha_i2t.item() == 0.0 and text.alpha_t2i.item() == 0.0
 
 
+def _alpha_zero_pair(direction: str, backend: str):
+    """Ours and FIBER's eager module with the same random weights and alpha = 0, and inputs x, other, mask."""
+    if direction == "image":
+        fiber, ours = FiberImageToText(64, 2, 48), ImageToTextFusion(64, 2, dim_text=48, backend=backend)
+        x, other = torch.randn(8, 49, 64), torch.randn(2, 5, 48)
+        mask = torch.tensor([[False] * 5, [False, False, True, False, True]])
+    else:
+        fiber, ours = FiberTextToImage(64, 2, 96), TextToImageFusion(64, 2, dim_image=96, backend=backend)
+        x, other, mask = torch.randn(2, 40, 64), torch.randn(2, 144, 96), None
+    _randomize(fiber)
+    alpha = fiber.alpha_i2t if direction == "image" else fiber.alpha_t2i
+    with torch.no_grad():
+        alpha.zero_()
+    ours.load_state_dict(fiber.state_dict(), strict=True)
+    return ours, fiber, x, other, mask
+
+
+def _fiber_branch(fiber: nn.Module, x, other, mask, dtype) -> torch.Tensor:
+    """FIBER's eager branch output before gating (the output of ``proj_i2t`` / ``output.dense``) in ``dtype``."""
+    fiber = copy.deepcopy(fiber).to(dtype)
+    image_side = isinstance(fiber, FiberImageToText)
+    captured = []
+    branch = fiber.get_submodule("proj_i2t" if image_side else "crossattention_t2i.output.dense")
+    handle = branch.register_forward_hook(lambda module, args, out: captured.append(out))
+    with torch.no_grad():
+        args = (x.to(dtype), other.to(dtype)) + ((mask,) if image_side else ())
+        fiber(*args)
+    handle.remove()
+    return captured[0]
+
+
 @pytest.mark.parametrize("backend", ["triton", "torch"])
-def test_alpha_zero_module_returns_input_exactly(backend):
-    module = ImageToTextFusion(64, 2, dim_text=48, backend=backend)
-    x = torch.randn(4, 49, 64, requires_grad=True)
-    y = torch.randn(2, 5, 48)
-    out = module(x, y)
+@pytest.mark.parametrize("direction", ["image", "text"])
+def test_alpha_zero_returns_input_exactly_with_fibers_dalpha(direction, backend):
+    """alpha = 0: the output is the input bit for bit, dx is grad_out bit for bit, and dalpha equals
+    sum(grad_out * branch) with the branch (before gating) computed by FIBER's eager code."""
+    ours, fiber, x, other, mask = _alpha_zero_pair(direction, backend)
+    grad = torch.randn_like(x)
+    leaf = x.clone().requires_grad_()
+    out = ours(leaf, other, mask)
     assert torch.equal(out, x)
-    out.sum().backward()
-    assert module.alpha_i2t.grad is not None and module.alpha_i2t.grad.abs().item() > 0
-    assert torch.equal(module.proj_i2t.weight.grad, torch.zeros_like(module.proj_i2t.weight))
+    out.backward(grad)
+    assert torch.equal(leaf.grad, grad)  # g(0) = 0: nothing flows back through the branch
+    dense = ours.proj_i2t if direction == "image" else ours.crossattention_t2i.output.dense
+    assert torch.equal(dense.weight.grad, torch.zeros_like(dense.weight))
+    dalpha = (ours.alpha_i2t if direction == "image" else ours.alpha_t2i).grad
+    expected = (grad.double() * _fiber_branch(fiber, x, other, mask, torch.float64)).sum().reshape(1)
+    same_dtype = (grad * _fiber_branch(fiber, x, other, mask, torch.float32)).sum().reshape(1)
+    assert expected.abs().item() > 1.0  # a real signal, not a cancelling zero
+    floor = 1e-6 * max(1.0, expected.abs().item())  # one fp32 sum over M * C products, in its own order
+    assert_close_to_reference(dalpha, expected, same_dtype, atol_floor=floor, name="dalpha")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from fiber_kernels import BackendNotSupportedError, dispatch
-from fiber_kernels.cross_attention import cross_attention, gated_residual_linear
+from fiber_kernels.cross_attention import cross_attention, cuda, gated_residual_linear
 
 
 def _qkv(B=4, Bk=2, H=2, Nq=7, Nk=5, D=32, dtype=torch.float32):
@@ -66,6 +68,45 @@ def test_triton_backend_reports_head_dim_limit():
     assert cross_attention(q, k, v, backend="torch").shape == q.shape  # the torch backend takes any D
 
 
+def _broadcast(*shape: int) -> torch.Tensor:
+    """A ``shape`` view of one row (stride 0): huge shapes at no memory cost."""
+    return torch.zeros(*[1] * (len(shape) - 1), shape[-1], dtype=torch.float16).expand(*shape)
+
+
+@pytest.mark.parametrize("q_shape,k_shape,message", [
+    pytest.param((1, 65536, 1, 32), (1, 65536, 1, 32), r"Bk \* H must be <= 65535 for the CUDA kernels \(the grid's "
+                 r"y dimension\), got 65536", id="grid-y"),
+    pytest.param((2, 1, 2**30 + 1, 32), (1, 1, 3, 32), r"the shared query rows \(B // Bk\) \* Nq and the keys Nk must "
+                 r"be <= 2147483647 for the CUDA kernels \(int32 row indices\), got 2147483650 and 3", id="rows"),
+    pytest.param((2, 2, 7, 48), (1, 2, 5, 48), r"head dim D must be one of \(32, 64, 128\) for the CUDA kernels, "
+                 r"got 48", id="head-dim"),
+])
+def test_cuda_backend_reports_its_shape_limits(q_shape, k_shape, message):
+    """The limits cuda.py raises on are dispatch reasons: "cuda" reports them, "auto" moves on."""
+    q, k = _broadcast(*q_shape), _broadcast(*k_shape)
+    cuda_backend = dispatch.registered_ops()["cross_attention"]["cuda"]
+    sm70 = dispatch.DeviceInfo("cuda", (7, 0))
+    reasons = cuda_backend.reasons(sm70, q=q, k=k)
+    assert len(reasons) == 1 and re.fullmatch(message, reasons[0])
+    with pytest.raises(BackendNotSupportedError, match="cuda: " + message):
+        cross_attention(q, k, k, backend="cuda")
+    assert dispatch.select_backend("cross_attention", sm70, "auto", inputs={"q": q, "k": k}).name == "torch"
+    with pytest.raises(ValueError, match=message):  # what the launcher would raise if called anyway
+        cuda.forward(q, k, k, None, 0.1, ops=object())
+    fine = _broadcast(35, 12, 144, 64), _broadcast(1, 12, 256, 64)  # FIBER fine: no limit is near
+    assert cuda_backend.reasons(sm70, q=fine[0], k=fine[1]) == []
+
+
+def test_triton_backend_reports_the_gpu_grid_limit():
+    q, k = _broadcast(4097, 16, 9, 32), _broadcast(1, 16, 5, 32)  # B * H = 65552: the preprocess grid's y
+    triton_backend = dispatch.registered_ops()["cross_attention"]["triton"]
+    sm80 = dispatch.DeviceInfo("cuda", (8, 0))
+    assert triton_backend.reasons(sm80, q=q, k=k) == [
+        "B * H must be <= 65535 on a GPU (the grid's y dimension of the backward preprocess kernel), got 65552"]
+    assert triton_backend.reasons(dispatch.DeviceInfo("cpu"), q=q, k=k) == []  # the interpreter has no grid limit
+    assert triton_backend.reasons(sm80, q=q[:4095], k=k) == []
+
+
 def _linear_cases():
     x, a = torch.randn(3, 5, 8), torch.randn(3, 5, 6)
     weight, bias, alpha = torch.randn(8, 6), torch.randn(8), torch.zeros(1)
@@ -99,7 +140,7 @@ def test_gated_residual_linear_rejects_unknown_gate():
 
 
 @pytest.mark.parametrize("op,inputs", [
-    ("cross_attention", {"q": torch.empty(2, 2, 7, 32)}),
+    ("cross_attention", {"q": torch.empty(2, 2, 7, 32), "k": torch.empty(1, 2, 5, 32)}),
     ("gated_residual_linear", {"x": torch.empty(2, 8)}),
 ])
 def test_triton_declines_exact_fp32_on_gpus_and_sm70(op, inputs):

@@ -1,60 +1,25 @@
 """Public entry points ``cross_attention`` and ``gated_residual_linear``: validation, dispatch, docs.
 
 Backends (``fiber_kernels.dispatch``): ``triton`` (custom ops of ``function.py``; CUDA sm80+, or CPU
-tensors under ``TRITON_INTERPRET=1`` when asked for by name) and ``torch`` (PyTorch composite ops).
-The CUDA backend of ``csrc/`` registers itself when it is built.
+tensors under ``TRITON_INTERPRET=1`` when asked for by name), ``cuda`` (the same custom ops launching
+the ``csrc/`` kernels through ``cuda.py``; declines while ``fiber_kernels._C`` is not built) and
+``torch`` (PyTorch composite ops). Shape limits of a backend are reasons, so ``"auto"`` moves on.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from .. import dispatch
-from .._validate import FLOAT_DTYPES, check_choice, check_same_device, check_same_dtype, check_tensor
+from .._validate import FLOAT_DTYPES, check_choice, check_same_device, check_same_dtype, check_scale, check_tensor
 from . import cuda
+from .checks import check_cross_attention
 from .composite import cross_attention_composite
 from .function import cross_attention_op, gated_residual_linear_op
 from .reference import GATES, gated_residual_linear_reference
 from .triton_attention import HEAD_DIMS
 
-Q_SHAPE = "(B, H, Nq, D)"
-KV_SHAPE = "(Bk, H, Nk, D)"
-
-
-def _check_scale(scale: object, head_dim: int) -> float:
-    if scale is None:
-        return head_dim ** -0.5
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)):
-        raise TypeError(f"scale must be a float or None, got {type(scale).__name__}")
-    if not math.isfinite(scale) or scale <= 0:
-        raise ValueError(f"scale must be a finite float > 0 or None, got {scale!r}")
-    return float(scale)
-
-
-def _check_cross_attention(q: object, k: object, v: object, key_padding_mask: object) -> None:
-    check_tensor("q", q, ndim=4, dtypes=FLOAT_DTYPES, shape_doc=Q_SHAPE)
-    check_tensor("k", k, ndim=4, dtypes=FLOAT_DTYPES, shape_doc=KV_SHAPE)
-    check_tensor("v", v, ndim=4, dtypes=FLOAT_DTYPES, shape_doc=KV_SHAPE)
-    if key_padding_mask is not None:
-        check_tensor("key_padding_mask", key_padding_mask, ndim=2, dtypes=(torch.bool,), shape_doc="(Bk, Nk)")
-    check_same_device(q=q, k=k, v=v, key_padding_mask=key_padding_mask)
-    check_same_dtype(q=q, k=k, v=v)
-    if k.shape != v.shape:
-        raise ValueError(f"k and v must have the same shape {KV_SHAPE}, got {tuple(k.shape)} and {tuple(v.shape)}")
-    if q.shape[1] != k.shape[1]:
-        raise ValueError(f"q {Q_SHAPE} and k {KV_SHAPE} must have the same number of heads H, "
-                         f"got {q.shape[1]} and {k.shape[1]}")
-    if q.shape[3] != k.shape[3]:
-        raise ValueError(f"q {Q_SHAPE} and k {KV_SHAPE} must have the same head dim D, "
-                         f"got {q.shape[3]} and {k.shape[3]}")
-    if q.shape[0] % k.shape[0] != 0:
-        raise ValueError(f"the query batch B must be a multiple of the key batch Bk (query batch b uses keys "
-                         f"b // (B // Bk)), got B={q.shape[0]} and Bk={k.shape[0]}")
-    if key_padding_mask is not None and tuple(key_padding_mask.shape) != (k.shape[0], k.shape[2]):
-        raise ValueError(f"key_padding_mask must have shape (Bk, Nk) = {(k.shape[0], k.shape[2])}, "
-                         f"got {tuple(key_padding_mask.shape)}")
+MAX_GRID_Y = 65535  # CUDA's limit on a launch grid's y dimension
 
 
 def _gpu_reasons(device: dispatch.DeviceInfo, dtype: torch.dtype) -> list[str]:
@@ -74,6 +39,9 @@ def _attention_triton_reasons(device: dispatch.DeviceInfo, q: torch.Tensor, **_:
     reasons = []
     if q.shape[-1] not in HEAD_DIMS:
         reasons.append(f"head dim D must be one of {HEAD_DIMS}, got {q.shape[-1]}")
+    if device.type == "cuda" and q.shape[0] * q.shape[1] > MAX_GRID_Y:
+        reasons.append(f"B * H must be <= {MAX_GRID_Y} on a GPU (the grid's y dimension of the backward "
+                       f"preprocess kernel), got {q.shape[0] * q.shape[1]}")
     return reasons + _gpu_reasons(device, q.dtype)
 
 
@@ -84,10 +52,8 @@ def _attention_triton(q, k, v, key_padding_mask, scale):
 dispatch.register_backend("cross_attention", "triton", _attention_triton, _attention_triton_reasons)
 
 
-def _attention_cuda_reasons(device: dispatch.DeviceInfo, q: torch.Tensor, **_: object) -> list[str]:
-    if q.shape[-1] not in cuda.HEAD_DIMS:
-        return [f"head dim D must be one of {cuda.HEAD_DIMS}, got {q.shape[-1]}"]
-    return []
+def _attention_cuda_reasons(device: dispatch.DeviceInfo, q: torch.Tensor, k: torch.Tensor, **_: object) -> list[str]:
+    return cuda.unsupported_shape_reasons(q.shape, k.shape)
 
 
 def _attention_cuda(q, k, v, key_padding_mask, scale):
@@ -110,9 +76,10 @@ def cross_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_paddi
     ``Nq, Nk >= 1``; the Triton backend takes ``D`` in (32, 64, 128) and saves only q, k, v, the
     output and the row log-sum-exp for backward. Returns ``(B, H, Nq, D)`` in the dtype of q.
     """
-    _check_cross_attention(q, k, v, key_padding_mask)
-    scale = _check_scale(scale, q.shape[-1])
-    chosen = dispatch.select_backend("cross_attention", dispatch.DeviceInfo.of(q), backend, inputs={"q": q})
+    check_cross_attention(q, k, v, key_padding_mask)
+    scale = check_scale(scale, q.shape[-1])
+    chosen = dispatch.select_backend("cross_attention", dispatch.DeviceInfo.of(q), backend,
+                                     inputs={"q": q, "k": k})
     return chosen.impl(q, k, v, key_padding_mask, scale)
 
 

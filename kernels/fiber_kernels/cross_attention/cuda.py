@@ -12,53 +12,48 @@ CPU is the one a GPU runs.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from .._validate import FLOAT_DTYPES, check_same_device, check_same_dtype, check_tensor
+from .._validate import FLOAT_DTYPES, check_same_device, check_same_dtype, check_scale, check_tensor
+from .checks import Q_SHAPE, check_cross_attention
 
 HEAD_DIMS = (32, 64, 128)
 MAX_KEY_BATCH_HEADS = 65535  # Bk * H is the grid's y dimension
-Q_SHAPE = "(B, H, Nq, D)"
-KV_SHAPE = "(Bk, H, Nk, D)"
+MAX_ROWS = 2**31 - 1  # the kernels index the G * Nq shared query rows and the Nk keys with int32
 
 
 def _ops(ops: Any) -> Any:
     return torch.ops.fiber_kernels_C if ops is None else ops
 
 
-def _check_scale(scale: object) -> float:
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)):
-        raise TypeError(f"scale must be a float, got {type(scale).__name__}")
-    if not scale > 0 or scale == float("inf"):
-        raise ValueError(f"scale must be a finite float > 0, got {scale!r}")
-    return float(scale)
+def unsupported_shape_reasons(q_shape: Sequence[int], k_shape: Sequence[int]) -> list[str]:
+    """Why the CUDA kernels cannot take q ``(B, H, Nq, D)`` and k ``(Bk, H, Nk, D)`` of these otherwise valid
+    shapes (``B % Bk == 0``): the head dim, the grid's y dimension and the int32 row indices. Empty when they can.
+    The dispatcher reports these for the ``cuda`` backend; :func:`forward` / :func:`backward` raise the first."""
+    batch, _, seqlen_q, head_dim = q_shape
+    key_batches, heads, seqlen_k, _ = k_shape
+    problems = []
+    if head_dim not in HEAD_DIMS:
+        problems.append(f"head dim D must be one of {HEAD_DIMS} for the CUDA kernels, got {head_dim}")
+    if key_batches * heads > MAX_KEY_BATCH_HEADS:
+        problems.append(f"Bk * H must be <= {MAX_KEY_BATCH_HEADS} for the CUDA kernels (the grid's y dimension), "
+                        f"got {key_batches * heads}")
+    shared_rows = batch // key_batches * seqlen_q
+    if shared_rows > MAX_ROWS or seqlen_k > MAX_ROWS:
+        problems.append(f"the shared query rows (B // Bk) * Nq and the keys Nk must be <= {MAX_ROWS} for the CUDA "
+                        f"kernels (int32 row indices), got {shared_rows} and {seqlen_k}")
+    return problems
 
 
 def _check_attention(q: object, k: object, v: object, key_padding_mask: object) -> None:
-    check_tensor("q", q, ndim=4, dtypes=FLOAT_DTYPES, shape_doc=Q_SHAPE)
-    check_tensor("k", k, ndim=4, dtypes=FLOAT_DTYPES, shape_doc=KV_SHAPE)
-    check_tensor("v", v, ndim=4, dtypes=FLOAT_DTYPES, shape_doc=KV_SHAPE)
-    if key_padding_mask is not None:
-        check_tensor("key_padding_mask", key_padding_mask, ndim=2, dtypes=(torch.bool,), shape_doc="(Bk, Nk)")
-    check_same_device(q=q, k=k, v=v, key_padding_mask=key_padding_mask)
-    check_same_dtype(q=q, k=k, v=v)
-    if k.shape != v.shape:
-        raise ValueError(f"k and v must have the same shape {KV_SHAPE}, got {tuple(k.shape)} and {tuple(v.shape)}")
-    if q.shape[1] != k.shape[1] or q.shape[3] != k.shape[3]:
-        raise ValueError(f"q {Q_SHAPE} and k {KV_SHAPE} must have the same H and D, got {tuple(q.shape)} and "
-                         f"{tuple(k.shape)}")
-    if q.shape[3] not in HEAD_DIMS:
-        raise ValueError(f"head dim D must be one of {HEAD_DIMS} for the CUDA kernels, got {q.shape[3]}")
-    if q.shape[0] % k.shape[0] != 0:
-        raise ValueError(f"the query batch B must be a multiple of the key batch Bk, got B={q.shape[0]} and "
-                         f"Bk={k.shape[0]}")
-    if k.shape[0] * k.shape[1] > MAX_KEY_BATCH_HEADS:
-        raise ValueError(f"Bk * H must be <= {MAX_KEY_BATCH_HEADS} for the CUDA kernels, got {k.shape[0] * k.shape[1]}")
-    if key_padding_mask is not None and tuple(key_padding_mask.shape) != (k.shape[0], k.shape[2]):
-        raise ValueError(f"key_padding_mask must have shape (Bk, Nk) = {(k.shape[0], k.shape[2])}, "
-                         f"got {tuple(key_padding_mask.shape)}")
+    """The public op's checks (``checks.check_cross_attention``), then the first shape limit of the kernels."""
+    check_cross_attention(q, k, v, key_padding_mask)
+    problems = unsupported_shape_reasons(q.shape, k.shape)
+    if problems:
+        raise ValueError(problems[0])
 
 
 def forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor | None, scale: float,
@@ -67,7 +62,7 @@ def forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask:
     ``key_padding_mask`` bool ``(Bk, Nk)`` True = padding, or None. Returns out ``(B, H, Nq, D)`` (dtype
     of q) and lse ``(B, H, Nq)`` fp32."""
     _check_attention(q, k, v, key_padding_mask)
-    scale = _check_scale(scale)
+    scale = check_scale(scale)
     return _ops(ops).cross_attention_fwd(q, k, v, key_padding_mask, scale)
 
 
@@ -86,7 +81,7 @@ def backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.
             raise ValueError(f"{name} must have the shape of q {Q_SHAPE} = {tuple(q.shape)}, got {tuple(tensor.shape)}")
     if lse.shape != q.shape[:3]:
         raise ValueError(f"lse must have shape (B, H, Nq) = {tuple(q.shape[:3])}, got {tuple(lse.shape)}")
-    scale = _check_scale(scale)
+    scale = check_scale(scale)
     return _ops(ops).cross_attention_bwd(grad_out, q, k, v, out, lse, key_padding_mask, scale)
 
 

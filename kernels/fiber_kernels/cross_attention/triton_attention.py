@@ -12,7 +12,10 @@ contiguous split of the shared query rows; splits > 1 write fp32 partials summed
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import triton
@@ -343,7 +346,7 @@ def output_like(q: torch.Tensor) -> torch.Tensor:
     return q.new_empty(batch, seqlen_q, heads, head_dim).transpose(1, 2)
 
 
-def dkdv_plan(q_shape: torch.Size, k_shape: torch.Size, config: AttentionConfig,
+def dkdv_plan(q_shape: Sequence[int], k_shape: Sequence[int], config: AttentionConfig,
               splits: int | None = None) -> tuple[int, int]:
     """``(splits, rows_per_split)`` of the dk/dv kernel: the ``G * Nq`` query rows sharing one key batch
     are cut into ``splits`` contiguous slices (whole row tiles), each summed by its own program."""
@@ -353,6 +356,35 @@ def dkdv_plan(q_shape: torch.Size, k_shape: torch.Size, config: AttentionConfig,
         splits = min(triton.cdiv(DKDV_TARGET_PROGRAMS, programs), triton.cdiv(shared_rows, 2 * config.block_m))
     rows_per_split = triton.cdiv(triton.cdiv(shared_rows, max(1, splits)), config.block_m) * config.block_m
     return triton.cdiv(shared_rows, rows_per_split), rows_per_split
+
+
+class BackwardTemporaries(NamedTuple):
+    """What :func:`cross_attention_bwd` allocates and frees inside itself, in bytes (fake tensors run the
+    custom op's fake impl and never see these; memory benchmarks add them from here)."""
+
+    splits: int       # slices of the shared query rows the dk/dv kernel sums separately
+    delta: int        # fp32 rowsum(dO * O), (B, H, Nq)
+    partials: int     # fp32 dk and dv partials, 2 x (splits, Bk, H, Nk, D); 0 when splits == 1
+    partial_sum: int  # the fp32 (Bk, H, Nk, D) sum of one partial, before its copy into dk or dv
+
+    @property
+    def peak(self) -> int:
+        """Bytes of them live at once (all, while the dv partials are summed), besides inputs and dq, dk, dv."""
+        return self.delta + self.partials + self.partial_sum
+
+
+def backward_temporaries(q_shape: Sequence[int], k_shape: Sequence[int], dtype: torch.dtype,
+                         device: torch.device) -> BackwardTemporaries:
+    """The temporaries of :func:`cross_attention_bwd` for q ``(B, H, Nq, D)`` and k ``(Bk, H, Nk, D)`` of
+    ``dtype`` on ``device`` (the launcher's dk/dv config and split plan for them)."""
+    batch, heads, seqlen_q, head_dim = q_shape
+    key_elements = math.prod(k_shape)
+    splits, _ = dkdv_plan(q_shape, k_shape, attention_config("dkdv", head_dim, dtype, device))
+    fp32 = 4
+    if splits == 1:
+        return BackwardTemporaries(1, batch * heads * seqlen_q * fp32, 0, 0)
+    return BackwardTemporaries(splits, batch * heads * seqlen_q * fp32, 2 * splits * key_elements * fp32,
+                               key_elements * fp32)
 
 
 def cross_attention_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
