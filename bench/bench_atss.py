@@ -3,10 +3,14 @@
 ``(B, A, G)`` tensors), at FIBER's fine-grained shape: 800 x 1344, P3-P7 (strides 8-128), one anchor
 per location (22400 anchors), batch 8, 10 / 50 / 200 boxes per image; plus a batch-2 quick shape.
 
-Figures: measured CPU time (fp32; the Triton kernel runs here only in the interpreter, so its
-times are skipped), peak live tensor bytes on the CPU (``testing.memory.peak_bytes``: tensors only;
-the C++ kernel's internal workspace, std::vector, is invisible to it and is given exactly in each
-row's note), and projected GPU time: a roofline lower bound max(FLOPs / fp32 peak, HBM bytes /
+Figures: measured time (fp32; on the CPU unless ``--bench-device cuda``; the Triton kernel runs on
+a CPU only in the interpreter, so its CPU times are skipped), peak live tensor bytes on the CPU
+(``testing.memory.peak_bytes``: tensors only; the C++ kernel's internal workspace, std::vector, is
+invisible to it and is given exactly in each row's note, counted from the allocations of
+csrc/atss/atss_cpu.cpp; the Triton path cannot run at this size in the interpreter, nor on fake
+tensors (it is no custom op), so its device bytes are counted from the launcher's own allocations,
+``triton_atss.allocation_plan``, which a test matches against the recorded allocations), and projected
+GPU time: a roofline lower bound max(FLOPs / fp32 peak, HBM bytes /
 bandwidth). For the PyTorch providers the bytes are counted op by op
 (``testing.roofline.count_flops_and_bytes`` on the real CPU run, the same aten ops a GPU would run;
 ``FlopCounterMode`` counts no elementwise FLOPs, and they are memory-bound); for the Triton kernel
@@ -24,6 +28,7 @@ from fiber_kernels.atss.anchors import FIBER_LEVELS, pyramid
 from fiber_kernels.atss.api import cpp_available
 from fiber_kernels.atss.dense import atss_assign_dense
 from fiber_kernels.atss.reference import atss_assign_reference
+from fiber_kernels.atss.triton_atss import allocation_plan
 
 from bench.harness import (
     Case,
@@ -32,8 +37,9 @@ from bench.harness import (
     Recorder,
     Row,
     Shape,
+    benchmark_tests,
+    device_name,
     run_memory,
-    run_speed,
     triton_reason,
 )
 
@@ -51,15 +57,8 @@ def _cpp_reason(device: torch.device, purpose: str) -> str | None:
     return None
 
 
-def _triton_reason(device: torch.device, purpose: str) -> str | None:
-    if device.type == "cpu" and purpose == "memory":
-        return ("the Triton interpreter takes minutes at 22400 anchors; the fused path allocates only its "
-                "outputs and the (B, A) int64 claim buffer (see the projection note)")
-    return triton_reason(device, purpose)
-
-
 PROVIDERS = (Provider("cpp", _cpp_reason), Provider("glip_loop"), Provider("dense_torch"),
-             Provider("triton", _triton_reason))
+             Provider("triton", triton_reason))
 
 
 def _shape(label: str, batch: int, boxes: int, quick: bool = False) -> Shape:
@@ -84,10 +83,24 @@ def _inputs(shape: Shape, device: torch.device) -> tuple[torch.Tensor, torch.Ten
 
 
 def cpp_workspace_bytes(shape: Shape, threads: int) -> int:
-    """Bytes of the C++ kernel's std::vector workspace: candidates (B*G*L*k anchor int32 + IoU fp32),
-    anchor centres (2 * A fp32), and one (A,) int64 claim buffer per thread."""
+    """Peak bytes of the C++ kernel's std::vector workspace, counted from csrc/atss/atss_cpu.cpp for shared
+    anchors: anchor centres cx, cy (2 * A fp32) and candidates (B*G*L*k anchor int32 + IoU fp32) live
+    throughout; then either phase 1's NearestK per parallel chunk (k uint64 keys + k fp32, reserved;
+    min(threads, B*G) chunks) or phase 2's (A,) int64 claims per chunk (min(threads, B) chunks)."""
     dims = shape.dims
-    return dims["B"] * dims["G"] * dims["L"] * TOPK * 8 + 2 * dims["A"] * 4 + threads * dims["A"] * 8
+    batch, boxes, anchors = dims["B"], dims["G"], dims["A"]
+    nearest = min(threads, batch * boxes) * TOPK * (8 + 4)
+    claims = min(threads, batch) * anchors * 8
+    return 2 * anchors * 4 + batch * boxes * dims["L"] * TOPK * (4 + 4) + max(nearest, claims)
+
+
+def triton_allocation_note(shape: Shape) -> str:
+    """The Triton launcher's device allocations for ``shape``, counted from ``allocation_plan``."""
+    plan = allocation_plan(shape.dims["B"], shape.dims["G"], shape.dims["A"])
+    parts = ", ".join(f"{a.name} {a.nbytes} B" for a in plan)
+    workspace = sum(a.nbytes for a in plan if a.name in ("claims", "mask"))
+    return (f"Triton launcher allocates {sum(a.nbytes for a in plan)} B ({parts}; workspace claims + mask "
+            f"{workspace} B), counted from its allocations (triton_atss.allocation_plan), not measured")
 
 
 def triton_bytes(shape: Shape) -> int:
@@ -133,21 +146,26 @@ def build(provider: str, shape: Shape, device: torch.device, dtype: torch.dtype)
     note = ""
     if provider == "cpp":
         threads = torch.get_num_threads()
-        note = (f"plus {cpp_workspace_bytes(shape, threads)} B of C++ workspace ({threads} threads), "
-                "not seen by peak_bytes")
+        note = (f"plus {cpp_workspace_bytes(shape, threads)} B of C++ workspace ({threads} threads), counted from "
+                "the allocations of csrc/atss/atss_cpu.cpp, not seen by peak_bytes")
+    elif provider == "triton":
+        note = triton_allocation_note(shape)
     return Case(fn, (anchors, boxes, mask, probe), note=note)
 
 
 OP = KernelBench("atss_assign", PROVIDERS, SHAPES, build, modes=("fwd",))
 
 
-@pytest.mark.parametrize("provider,shape,mode", OP.speed_params())
-def test_speed(benchmark, recorder: Recorder, provider: str, shape: Shape, mode: str) -> None:
-    run_speed(benchmark, recorder, OP, provider, shape, mode, device="cpu")
+# The standard speed test; memory and projection differ from the standard ones: the reference loop and
+# the dense version have data-dependent shapes, so they run on real CPU tensors, not fake CUDA ones.
+test_speed = benchmark_tests(OP)[0]
 
 
 @pytest.mark.parametrize("provider,shape", OP.shape_params(quick_all=False))
 def test_memory(recorder: Recorder, provider: str, shape: Shape) -> None:
+    if provider == "triton":
+        recorder.skip(OP.kernel, provider, "full", shape, "the Triton interpreter takes minutes at 22400 anchors; "
+                      + triton_allocation_note(shape), "fp32", device_name(torch.device("cpu")))
     run_memory(recorder, OP, provider, shape, device="cpu")
 
 
@@ -159,7 +177,8 @@ def test_projection(recorder: Recorder, provider: str, shape: Shape) -> None:
         recorder.skip(OP.kernel, provider, "fwd", shape, "a CPU kernel: nothing to project on a GPU", "fp32")
     if provider == "triton":
         flops, moved = triton_flops(shape), triton_bytes(shape)
-        how = f"analytic: {flops:.4g} fp32 FLOP (triton_flops), {moved:.4g} HBM B (triton_bytes)"
+        how = (f"analytic: {flops:.4g} fp32 FLOP (triton_flops), {moved:.4g} HBM B (triton_bytes); "
+               f"{triton_allocation_note(shape)}")
     else:
         case = build(provider, shape, torch.device("cpu"), torch.float32)
         flops, moved = count_flops_and_bytes(case.fn, *case.inputs)

@@ -14,6 +14,7 @@ from fiber_kernels.testing import emu, nvcc_report, nvcc_unavailable_reason
 
 from ._cases import FIBER, adversarial_cases, pyramid, random_boxes
 from .test_assign import assert_same
+from .test_validation import BAD_OP, op_arguments
 
 CASES = {case.name: case for case in adversarial_cases()}
 
@@ -58,6 +59,12 @@ def test_emulated_launcher_rejects_large_k(atss_emu) -> None:
     anchors, sizes = pyramid([(4, 4, 8.0, 16.0)])
     with pytest.raises(RuntimeError, match="topk \\* anchors_per_location must be <= 128, got 135"):
         run_emulated(atss_emu, anchors, sizes, torch.tensor([[[0.0, 0.0, 9.0, 9.0]]]), None, 135, "glip", 0)
+
+
+@pytest.mark.parametrize("name,change,message", BAD_OP, ids=[case[0] for case in BAD_OP])
+def test_emulated_launcher_checks_its_inputs(atss_emu, name: str, change: dict, message: str) -> None:
+    with pytest.raises(RuntimeError, match=f"atss_assign_fwd: {message}"):
+        atss_emu.atss_assign_fwd(*op_arguments(change), seed=0)
 
 
 def _include_dirs() -> list[str]:

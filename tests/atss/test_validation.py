@@ -6,6 +6,7 @@ import pytest
 import torch
 from fiber_kernels import BackendNotSupportedError
 from fiber_kernels.atss import atss_assign, atss_targets
+from fiber_kernels.atss.api import cpp_available
 
 from ._cases import SMALL, pyramid
 
@@ -58,13 +59,50 @@ BAD_ASSIGN = [
 ]
 
 
-@pytest.mark.parametrize("name,change,error,message", BAD_ASSIGN, ids=[case[0] for case in BAD_ASSIGN])
-def test_bad_input_raises(name: str, change: dict, error: type, message: str) -> None:
+# every backend that runs here; a case that names its own backend runs once
+BACKENDS = ["torch", "triton"] + (["cpp"] if cpp_available() else [])
+BAD_ASSIGN_PARAMS = [pytest.param(*case, backend, id=f"{case[0]}-{backend}")
+                     for case in BAD_ASSIGN for backend in (["named"] if "backend" in case[1] else BACKENDS)]
+
+
+@pytest.mark.parametrize("name,change,error,message,backend", BAD_ASSIGN_PARAMS)
+def test_bad_input_raises(name: str, change: dict, error: type, message: str, backend: str) -> None:
     args = dict(anchors=ANCHORS, num_anchors_per_level=SIZES, gt_boxes=BOXES, gt_mask=None)
+    if backend != "named":
+        args["backend"] = backend
     args.update(change)
     kwargs = {key: args.pop(key) for key in ("topk", "anchors_per_location", "convention", "backend") if key in args}
     with pytest.raises(error, match=message):
         atss_assign(args["anchors"], args["num_anchors_per_level"], args["gt_boxes"], args["gt_mask"], **kwargs)
+
+
+BAD_OP = [
+    ("anchors_2d", dict(anchors=ANCHORS), "anchors must be float32 \\(1 or B, A, 4\\)"),
+    ("anchors_fp64", dict(anchors=ANCHORS[None].double()), "anchors must be float32"),
+    ("boxes_5_coords", dict(gt_boxes=torch.zeros(1, 2, 5)), "gt_boxes must be float32 \\(B, G, 4\\)"),
+    ("mask_uint8", dict(gt_mask=torch.ones(1, 2, dtype=torch.uint8)), "gt_mask must be bool \\(B, G\\)"),
+    ("mask_shape", dict(gt_mask=torch.ones(1, 3, dtype=torch.bool)), "gt_mask must be bool \\(B, G\\)"),
+    ("starts_int32", dict(level_starts=torch.tensor([0, 96, 120, 126], dtype=torch.int32)),
+     "level_starts must be int64 \\(L \\+ 1,\\)"),
+    ("topk_zero", dict(topk_total=0), "topk_total must be >= 1"),
+    ("anchor_batch", dict(anchors=ANCHORS[None].expand(3, -1, -1).contiguous()), "anchors batch must be 1 or B"),
+]
+
+
+def op_arguments(change: dict) -> tuple:
+    """Arguments of ``fiber_kernels_C::atss_assign_fwd`` (and its emulation binding) with ``change`` applied."""
+    args = dict(anchors=ANCHORS[None], level_starts=torch.tensor([0] + SIZES).cumsum(0), gt_boxes=BOXES,
+                gt_mask=torch.ones(1, 2, dtype=torch.bool), topk_total=9, glip=True)
+    args.update(change)
+    return tuple(args.values())
+
+
+@pytest.mark.skipif(not cpp_available(), reason="fiber_kernels._C has no atss_assign CPU kernel")
+@pytest.mark.parametrize("name,change,message", BAD_OP, ids=[case[0] for case in BAD_OP])
+def test_compiled_op_checks_its_inputs(name: str, change: dict, message: str) -> None:
+    """The C++ op's own checks (atss_launch.h, shared by the CPU kernel, the CUDA launcher and its emulation)."""
+    with pytest.raises(RuntimeError, match=f"atss_assign_fwd: {message}"):
+        torch.ops.fiber_kernels_C.atss_assign_fwd(*op_arguments(change))
 
 
 def test_padding_is_not_validated() -> None:

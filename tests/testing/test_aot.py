@@ -21,6 +21,18 @@ TILE = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 32}
 # 128 x 256 fp32 accumulators over 4 warps (128 threads) = 256 registers per thread for the accumulator
 # alone: more than the 255 a thread can address, so it must spill (and compiles in ~2 s, unlike 256 x 256).
 HUGE_TILE = {"BLOCK_M": 128, "BLOCK_N": 256, "BLOCK_K": 16}
+MULTIPLY_ADD_SIGNATURE = {"a_ptr": "*fp32", "b_ptr": "*fp32", "c_ptr": "*fp32", "out_ptr": "*fp32", "n": "i32"}
+
+
+@triton.jit
+def _multiply_add_kernel(a_ptr, b_ptr, c_ptr, out_ptr, n, BLOCK: tl.constexpr):
+    """out = a * b + c elementwise: Triton contracts it to one fma.rn.f32 unless enable_fp_fusion=False."""
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    inside = offs < n
+    a = tl.load(a_ptr + offs, mask=inside)
+    b = tl.load(b_ptr + offs, mask=inside)
+    c = tl.load(c_ptr + offs, mask=inside)
+    tl.store(out_ptr + offs, a * b + c, mask=inside)
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +44,9 @@ def reports() -> dict[str, CompileReport]:
         "huge_sm80": CompileSpec(_matmul_kernel, MATMUL_SIGNATURE, HUGE_TILE, 80, num_warps=4, num_stages=1),
         # BLOCK and EVEN left out: their defaults are compiled in.
         "fill_sm80": CompileSpec(_fill_kernel, {"x_ptr": "*fp32", "n": "i32", "value": "fp32"}, {}, 80),
+        "fused_sm80": CompileSpec(_multiply_add_kernel, MULTIPLY_ADD_SIGNATURE, {"BLOCK": 256}, 80),
+        "unfused_sm80": CompileSpec(_multiply_add_kernel, MULTIPLY_ADD_SIGNATURE, {"BLOCK": 256}, 80,
+                                    options={"enable_fp_fusion": False}),
     }
     return dict(zip(specs, compile_reports(list(specs.values())), strict=True))
 
@@ -68,6 +83,15 @@ def test_kernel_without_dot_has_no_tensor_core_instructions(reports: dict[str, C
     assert not report.tensor_core and report.tensor_core_instruction is None and report.shared_bytes == 0
     assert fit_problems(report, "A100") == ["expected mma.sync on A100, found no tensor-core instruction"]
     assert fit_problems(report, "A100", require_tensor_cores=False) == []
+
+
+def test_options_reach_the_compiler(reports: dict[str, CompileReport]) -> None:
+    """enable_fp_fusion=False is passed through to Triton: the a * b + c kernel loses its FMAs."""
+    fused, unfused = reports["fused_sm80"], reports["unfused_sm80"]
+    assert fused.options == {} and fused.fma_instructions > 0
+    assert unfused.options == {"enable_fp_fusion": False} and unfused.fma_instructions == 0
+    assert "{'enable_fp_fusion': False}" in str(unfused) and "0 fma" in str(unfused)
+    assert reports["sm80"].options == {}
 
 
 def test_fit_problems_reads_the_card_table(reports: dict[str, CompileReport]) -> None:
@@ -115,6 +139,14 @@ def _local_kernel() -> object:
      "num_stages must be an int >= 1"),
     (lambda: compile_report(_local_kernel(), {"x_ptr": "*fp32"}, {"BLOCK": 64}, 80), ValueError,
      "must be defined at module level"),
+    (lambda: compile_report(_scale_kernel, SCALE_SIGNATURE, {"BLOCK": 64}, 80, options=[("debug", True)]), TypeError,
+     "options must be a dict of Triton compile option name -> value, got list"),
+    (lambda: compile_report(_scale_kernel, SCALE_SIGNATURE, {"BLOCK": 64}, 80, options={"enable_fp_fuse": False}),
+     ValueError, r"options\['enable_fp_fuse'\] is not a Triton compile option; known: \[.*'enable_fp_fusion'"),
+    (lambda: compile_report(_scale_kernel, SCALE_SIGNATURE, {"BLOCK": 64}, 80, options={"num_warps": 8}),
+     ValueError, r"options\['num_warps'\] is not allowed: num_warps and num_stages are CompileSpec fields"),
+    (lambda: compile_report(_scale_kernel, SCALE_SIGNATURE, {"BLOCK": 64}, 80, options={"maxnreg": [64]}),
+     TypeError, r"options\['maxnreg'\] must be a bool, int, float, str or None, got list"),
     (lambda: compile_reports([]), ValueError, "specs must not be empty"),
     (lambda: compile_reports([(1, 2)]), TypeError, "specs must be a list of CompileSpec"),
     (lambda: compile_reports([CompileSpec(_scale_kernel, SCALE_SIGNATURE, {"BLOCK": 64}, 80)] * 2 + [

@@ -12,12 +12,15 @@ Two kernels:
   deterministic).
 * ``_atss_resolve_kernel``, elementwise over ``(B, A)``: unpacks the winning claim.
 
-Memory: the ``(B, A)`` claim buffer and the outputs; candidates live in registers. Arithmetic is
-round-to-nearest without FMA contraction (``div_rn``, ``sqrt_rn``, ``enable_fp_fusion=False``), so
-results equal the reference bit for bit.
+Memory: the ``(B, A)`` claim buffer, the ``(B, G)`` int8 mask and the outputs (``allocation_plan``,
+which the launcher allocates from); candidates live in registers. Arithmetic is round-to-nearest
+without FMA contraction (``div_rn``, ``sqrt_rn``, ``COMPILE_OPTIONS``), so results equal the reference
+bit for bit.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 import triton
@@ -29,6 +32,9 @@ NO_KEY: tl.constexpr = tl.constexpr(0x7FFFFFFFFFFFFFFF)
 # (BLOCK, num_warps) by the largest level size; K_PAD (candidates per level) by topk * anchors_per_location.
 CONFIGS = ((256, 4), (1024, 4))
 K_PADS = (16, 32, 64, 128)
+# Every launch of both kernels compiles with these (no a*b+c contracted to an FMA).
+COMPILE_OPTIONS = {"enable_fp_fusion": False}
+RESOLVE_BLOCK = 1024
 
 
 @triton.jit
@@ -140,28 +146,68 @@ def k_pad_for(topk_total: int) -> int:
     raise ValueError(f"topk * anchors_per_location must be <= {K_PADS[-1]} for the triton backend, got {topk_total}")
 
 
-def atss_assign_triton(anchors: torch.Tensor, level_starts: torch.Tensor, gt_boxes: torch.Tensor,
-                       gt_mask: torch.Tensor, topk_total: int, glip: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Launch both kernels. anchors ``(1 or B, A, 4)`` f32, level_starts ``(L + 1,)`` i64 on the same device,
-    gt_boxes ``(B, G, 4)`` f32, gt_mask ``(B, G)`` bool. Returns ``(B, A)`` i64 matches and ``(B, A)`` f32 IoUs."""
+def l_pad_for(num_levels: int) -> int:
+    """Register rows for ``num_levels`` levels: the next power of two, at least 2."""
+    return max(2, triton.next_power_of_2(num_levels))
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """One tensor the launcher allocates: ``fill`` None for ``torch.empty``, else its fill value."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    fill: int | None = None
+
+    @property
+    def nbytes(self) -> int:
+        count = 1
+        for size in self.shape:
+            count *= size
+        return count * self.dtype.itemsize
+
+
+def allocation_plan(batch: int, num_gt: int, num_anchors: int) -> tuple[Allocation, ...]:
+    """Every tensor ``atss_assign_triton`` allocates, in order: the outputs ``matched`` ``(B, A)`` i64 and
+    ``matched_iou`` ``(B, A)`` f32, the workspace ``claims`` ``(B, A)`` i64 filled with -1, and, when the
+    candidates kernel launches (B*G > 0 and A > 0), ``mask`` ``(B, G)`` int8 (the bool mask as the kernel
+    reads it). Inputs are taken as they are (the launcher needs them contiguous)."""
+    plan = (Allocation("matched", (batch, num_anchors), torch.int64),
+            Allocation("matched_iou", (batch, num_anchors), torch.float32),
+            Allocation("claims", (batch, num_anchors), torch.int64, fill=-1))
+    if batch * num_gt > 0 and num_anchors > 0:
+        plan += (Allocation("mask", (batch, num_gt), torch.int8),)
+    return plan
+
+
+def atss_assign_triton(anchors: torch.Tensor, level_starts: torch.Tensor, max_level_size: int,
+                       gt_boxes: torch.Tensor, gt_mask: torch.Tensor, topk_total: int,
+                       glip: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Launch both kernels. anchors ``(1 or B, A, 4)`` f32, level_starts ``(L + 1,)`` i64 on the same device
+    (``max_level_size``: its largest difference, from the caller, so nothing is read back from the device),
+    gt_boxes ``(B, G, 4)`` f32, gt_mask ``(B, G)`` bool, all contiguous. Returns ``(B, A)`` i64 matches and
+    ``(B, A)`` f32 IoUs. Allocates exactly ``allocation_plan(B, G, A)``."""
+    if not (anchors.is_contiguous() and gt_boxes.is_contiguous() and gt_mask.is_contiguous()):
+        raise ValueError("atss_assign_triton needs contiguous anchors, gt_boxes and gt_mask")
     batch, num_gt = gt_boxes.shape[:2]
     num_anchors = anchors.shape[1]
     num_levels = level_starts.numel() - 1
-    matched = torch.empty((batch, num_anchors), dtype=torch.int64, device=gt_boxes.device)
-    matched_iou = torch.empty((batch, num_anchors), dtype=torch.float32, device=gt_boxes.device)
-    claims = torch.full((batch, num_anchors), -1, dtype=torch.int64, device=gt_boxes.device)
-    anchors = anchors.contiguous()
-    if batch * num_gt > 0 and num_anchors > 0:
-        max_level = int((level_starts[1:] - level_starts[:-1]).max())
-        block, warps = pick_config(max_level)
-        l_pad = max(2, triton.next_power_of_2(num_levels))
+    buffers = {}
+    for allocation in allocation_plan(batch, num_gt, num_anchors):
+        buffer = torch.empty(allocation.shape, dtype=allocation.dtype, device=gt_boxes.device)
+        buffers[allocation.name] = buffer if allocation.fill is None else buffer.fill_(allocation.fill)
+    matched, matched_iou, claims = buffers["matched"], buffers["matched_iou"], buffers["claims"]
+    if "mask" in buffers:
+        block, warps = pick_config(max_level_size)
         _atss_candidates_kernel[(batch * num_gt,)](
-            anchors, level_starts, gt_boxes.contiguous(), gt_mask.contiguous().to(torch.int8), claims,
+            anchors, level_starts, gt_boxes, buffers["mask"].copy_(gt_mask), claims,
             num_gt, num_anchors, num_levels, topk_total, 0 if anchors.shape[0] == 1 else num_anchors * 4,
-            GLIP=glip, ONE=1.0 if glip else 0.0, L_PAD=l_pad, K_PAD=k_pad_for(topk_total), BLOCK=block,
-            num_warps=warps, enable_fp_fusion=False,
+            GLIP=glip, ONE=1.0 if glip else 0.0, L_PAD=l_pad_for(num_levels), K_PAD=k_pad_for(topk_total),
+            BLOCK=block, num_warps=warps, **COMPILE_OPTIONS,
         )
     total = batch * num_anchors
     if total > 0:
-        _atss_resolve_kernel[(triton.cdiv(total, 1024),)](claims, matched, matched_iou, total, BLOCK=1024)
+        _atss_resolve_kernel[(triton.cdiv(total, RESOLVE_BLOCK),)](claims, matched, matched_iou, total,
+                                                                     BLOCK=RESOLVE_BLOCK, **COMPILE_OPTIONS)
     return matched, matched_iou

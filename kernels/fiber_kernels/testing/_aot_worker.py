@@ -1,7 +1,7 @@
 """Subprocess side of ``fiber_kernels.testing.aot``: compiles kernels with ``TRITON_INTERPRET=0``.
 
 Reads ``{"sys_path": [...], "specs": [{module, qualname, file, signature, constexprs, capability,
-num_warps, num_stages}, ...]}`` as JSON on stdin and prints, as its last stdout line, a JSON list
+num_warps, num_stages, options}, ...]}`` as JSON on stdin and prints, as its last stdout line, a JSON list
 with one report dict (or ``{"error": "..."}``) per spec.
 """
 
@@ -49,7 +49,7 @@ def main() -> None:
         try:
             kernel = _resolve(spec["module"], spec["qualname"], spec["file"])
             report = compile_in_process(kernel, spec["signature"], _decode_constexprs(spec["constexprs"]),
-                                        spec["capability"], spec["num_warps"], spec["num_stages"])
+                                        spec["capability"], spec["num_warps"], spec["num_stages"], spec["options"])
             results.append(report_to_dict(report))
         except Exception as error:  # reported to the parent, which raises it
             results.append({"error": f"{type(error).__name__}: {error}"})

@@ -20,6 +20,7 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -29,6 +30,8 @@ CAPABILITIES = (70, 75, 80, 86, 87, 89, 90)
 # PTX instructions that run on tensor cores, in the order they are looked for.
 TENSOR_CORE_INSTRUCTIONS = ("wgmma.mma_async", "mma.sync")
 _WORKER_TIMEOUT_S = 1800
+# Compile options with a field of their own (num_warps, num_stages) or that the target fixes (arch).
+_RESERVED_OPTIONS = ("num_warps", "num_stages", "arch", "warp_size")
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,7 @@ class CompileSpec:
     capability: int
     num_warps: int = 4
     num_stages: int = 3
+    options: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,9 @@ class CompileReport:
     ``shared_bytes`` is the dynamic shared memory Triton launches with; ``static_shared_bytes`` what
     the cubin declares besides it. ``spills`` is true when the kernel uses local memory (STACK or
     LOCAL > 0: register spills or a stack array). ``tensor_core_instruction`` is the first of
-    ``wgmma.mma_async`` / ``mma.sync`` found in the PTX, or None.
+    ``wgmma.mma_async`` / ``mma.sync`` found in the PTX, or None. ``options`` are the extra Triton
+    compile options it was built with (``{"enable_fp_fusion": False}``); ``fma_instructions`` counts the
+    fused multiply-adds (``fma.rn.*``) in the PTX: 0 where a kernel needs every product rounded.
     """
 
     name: str
@@ -92,13 +98,16 @@ class CompileReport:
     spills: bool
     tensor_core: bool
     tensor_core_instruction: str | None = field(default=None)
+    options: dict[str, Any] = field(default_factory=dict)
+    fma_instructions: int = 0
 
     def __str__(self) -> str:
         spills = f"SPILLS (stack {self.stack_bytes} B, local {self.local_bytes} B)" if self.spills else "no spills"
         tensor_core = self.tensor_core_instruction or "no tensor-core instructions"
-        return (f"{self.name} sm{self.capability} warps={self.num_warps} stages={self.num_stages} {self.constexprs}: "
-                f"{self.registers} regs, shared {self.shared_bytes + self.static_shared_bytes} B, {spills}, "
-                f"{tensor_core}")
+        options = f" {self.options}" if self.options else ""
+        return (f"{self.name} sm{self.capability} warps={self.num_warps} stages={self.num_stages}{options} "
+                f"{self.constexprs}: {self.registers} regs, shared {self.shared_bytes + self.static_shared_bytes} B, "
+                f"{spills}, {tensor_core}, {self.fma_instructions} fma")
 
 
 class CompileError(RuntimeError):
@@ -182,10 +191,31 @@ def _check_spec(spec: CompileSpec, where: str) -> None:
         raise ValueError(f"{where}num_warps must be a power of two from 1 to 32, got {spec.num_warps!r}")
     if isinstance(spec.num_stages, bool) or not isinstance(spec.num_stages, int) or spec.num_stages < 1:
         raise ValueError(f"{where}num_stages must be an int >= 1, got {spec.num_stages!r}")
+    _check_options(spec.options, where)
     qualname = kernel.fn.__qualname__
     if "<locals>" in qualname and _needs_subprocess(kernel):
         raise ValueError(f"{where}kernel {qualname} must be defined at module level: under TRITON_INTERPRET=1 "
                          "it is compiled in a subprocess that imports it by name")
+
+
+def _check_options(options: object, where: str) -> None:
+    """Names of Triton's CUDA compile options (``CUDAOptions``; Triton ignores unknown names silently)
+    with JSON values, for the subprocess."""
+    from triton.backends.nvidia.compiler import CUDAOptions
+
+    if not isinstance(options, Mapping) or not all(isinstance(k, str) for k in options):
+        raise TypeError(f"{where}options must be a dict of Triton compile option name -> value, "
+                        f"got {type(options).__name__}")
+    known = sorted(set(CUDAOptions.__dataclass_fields__) - set(_RESERVED_OPTIONS))
+    for key, value in options.items():
+        if key in _RESERVED_OPTIONS:
+            raise ValueError(f"{where}options[{key!r}] is not allowed: num_warps and num_stages are CompileSpec "
+                             f"fields, arch and warp_size follow the capability")
+        if key not in known:
+            raise ValueError(f"{where}options[{key!r}] is not a Triton compile option; known: {known}")
+        if not isinstance(value, (bool, int, float, str)) and value is not None:
+            raise TypeError(f"{where}options[{key!r}] must be a bool, int, float, str or None, "
+                            f"got {type(value).__name__}")
 
 
 def _defaults(kernel: Any) -> dict[str, Any]:
@@ -217,8 +247,9 @@ def _decode_constexprs(constexprs: dict[str, Any]) -> dict[str, Any]:
 
 
 def compile_in_process(kernel: Any, signature: dict[str, str], constexprs: dict[str, Any], capability: int,
-                       num_warps: int, num_stages: int) -> CompileReport:
+                       num_warps: int, num_stages: int, options: Mapping[str, Any] | None = None) -> CompileReport:
     """Compile with this process's Triton (the kernel must be a compiler-mode JITFunction)."""
+    options = dict(options or {})
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -232,9 +263,9 @@ def compile_in_process(kernel: Any, signature: dict[str, str], constexprs: dict[
     source = ASTSource(fn=fn, signature=full_signature, constexprs=dict(constexprs), attrs=attrs)
     try:
         compiled = triton.compile(source, target=GPUTarget("cuda", capability, 32),
-                                  options={"num_warps": num_warps, "num_stages": num_stages})
+                                  options={**options, "num_warps": num_warps, "num_stages": num_stages})
     except Exception as error:  # triton raises CompilationError, RuntimeError, AssertionError, ...
-        raise CompileError(f"{fn.__name__} sm{capability} warps={num_warps} stages={num_stages} "
+        raise CompileError(f"{fn.__name__} sm{capability} warps={num_warps} stages={num_stages} {options} "
                            f"{constexprs}: {type(error).__name__}: {error}") from error
     ptx = compiled.asm["ptx"]
     with tempfile.TemporaryDirectory() as folder:
@@ -250,11 +281,12 @@ def compile_in_process(kernel: Any, signature: dict[str, str], constexprs: dict[
         shared_bytes=int(compiled.metadata.shared), static_shared_bytes=usage.shared_bytes,
         registers=usage.registers, stack_bytes=usage.stack_bytes, local_bytes=usage.local_bytes,
         spills=usage.stack_bytes > 0 or usage.local_bytes > 0,
-        tensor_core=found is not None, tensor_core_instruction=found)
+        tensor_core=found is not None, tensor_core_instruction=found, options=options,
+        fma_instructions=ptx.count("fma.rn."))
 
 
 def compile_report(kernel: Any, signature: dict[str, str], constexprs: dict[str, Any], capability: int,
-                   num_warps: int = 4, num_stages: int = 3) -> CompileReport:
+                   num_warps: int = 4, num_stages: int = 3, options: Mapping[str, Any] | None = None) -> CompileReport:
     """Compile one Triton kernel variant for ``sm<capability>`` and report its resource use.
 
     Args:
@@ -265,10 +297,13 @@ def compile_report(kernel: Any, signature: dict[str, str], constexprs: dict[str,
             dtype); they need not appear in ``signature``; arguments with a default may be left out.
         capability: 70, 75, 80, 86, 87, 89 or 90.
         num_warps, num_stages: launch options, as in ``triton.Config``.
+        options: further Triton compile options, passed through as a launch passes them (e.g.
+            ``{"enable_fp_fusion": False}``); names of ``CUDAOptions`` fields, JSON values.
     Raises:
         CompileError: Triton rejected the variant.
     """
-    return compile_reports([CompileSpec(kernel, signature, constexprs, capability, num_warps, num_stages)])[0]
+    spec = CompileSpec(kernel, signature, constexprs, capability, num_warps, num_stages, options or {})
+    return compile_reports([spec])[0]
 
 
 def compile_reports(specs: list[CompileSpec], *, workers: int | None = None) -> list[CompileReport]:
@@ -283,8 +318,8 @@ def compile_reports(specs: list[CompileSpec], *, workers: int | None = None) -> 
     for index, spec in enumerate(specs):
         _check_spec(spec, f"specs[{index}]: " if many else "")
     if not any(_needs_subprocess(_unwrap(spec.kernel)) for spec in specs):
-        return [compile_in_process(s.kernel, s.signature, s.constexprs, s.capability, s.num_warps, s.num_stages)
-                for s in specs]
+        return [compile_in_process(s.kernel, s.signature, s.constexprs, s.capability, s.num_warps, s.num_stages,
+                                   s.options) for s in specs]
     workers = min(workers or 2, len(specs))
     chunks = [list(range(start, len(specs), workers)) for start in range(workers)]
     jobs = [_start_worker([specs[i] for i in chunk]) for chunk in chunks]
@@ -308,7 +343,8 @@ def _kernel_location(kernel: Any) -> dict[str, str]:
 def _start_worker(specs: list[CompileSpec]) -> tuple[subprocess.Popen, str]:
     payload = {"sys_path": [p for p in sys.path if p], "specs": [
         {**_kernel_location(s.kernel), "signature": s.signature, "constexprs": _encode_constexprs(s.constexprs),
-         "capability": s.capability, "num_warps": s.num_warps, "num_stages": s.num_stages} for s in specs]}
+         "capability": s.capability, "num_warps": s.num_warps, "num_stages": s.num_stages,
+         "options": dict(s.options)} for s in specs]}
     env = dict(os.environ, TRITON_INTERPRET="0")
     process = subprocess.Popen([sys.executable, "-m", "fiber_kernels.testing._aot_worker"], stdin=subprocess.PIPE,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
