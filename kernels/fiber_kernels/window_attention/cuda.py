@@ -25,12 +25,12 @@ def _default_ops() -> Any:
     return torch.ops.fiber_kernels_C
 
 
-def cuda_reasons(device: dispatch.DeviceInfo, qkv: torch.Tensor, num_heads: int, window: tuple[int, int],
-                 **_: object) -> list[str]:
-    """Why the CUDA kernels cannot run these inputs (empty when they can): the dispatch ``reasons``
-    (dispatch adds the generic ones: CUDA tensors, ``_C`` built with a CUDA kernel for the op)."""
+def unsupported_shape_reasons(qkv_shape: tuple[int, ...], num_heads: int, window: tuple[int, int]) -> list[str]:
+    """Why the CUDA kernels cannot take qkv ``(B, H, W, 3C)`` with these heads and window (otherwise valid):
+    the head dim and the window's token count. Empty when they can. The dispatcher reports these for the
+    ``cuda`` backend; :func:`forward` / :func:`backward` raise the first."""
     reasons = []
-    head_dim = qkv.shape[-1] // 3 // num_heads
+    head_dim = qkv_shape[-1] // 3 // num_heads
     if head_dim not in CUDA_HEAD_DIMS:
         reasons.append(f"head dim C/num_heads must be one of {CUDA_HEAD_DIMS}, got {head_dim}")
     if window[0] * window[1] > CUDA_MAX_WINDOW_TOKENS:
@@ -38,13 +38,17 @@ def cuda_reasons(device: dispatch.DeviceInfo, qkv: torch.Tensor, num_heads: int,
     return reasons
 
 
+def cuda_reasons(device: dispatch.DeviceInfo, qkv: torch.Tensor, num_heads: int, window: tuple[int, int],
+                 **_: object) -> list[str]:
+    """Why the CUDA kernels cannot run these inputs (empty when they can): the dispatch ``reasons``
+    (dispatch adds the generic ones: CUDA tensors, ``_C`` built with a CUDA kernel for the op)."""
+    return unsupported_shape_reasons(tuple(qkv.shape), num_heads, window)
+
+
 def _check_limits(qkv: torch.Tensor, num_heads: int, window: tuple[int, int]) -> None:
-    head_dim = qkv.shape[-1] // 3 // num_heads
-    if head_dim not in CUDA_HEAD_DIMS:
-        raise ValueError(f"qkv (B, H, W, 3C): the CUDA kernels need C/num_heads in {CUDA_HEAD_DIMS}, got {head_dim}")
-    if window[0] * window[1] > CUDA_MAX_WINDOW_TOKENS:
-        raise ValueError(f"window_size: the CUDA kernels hold at most {CUDA_MAX_WINDOW_TOKENS} tokens (12x12) per "
-                         f"window, got {window}")
+    reasons = unsupported_shape_reasons(tuple(qkv.shape), num_heads, window)
+    if reasons:
+        raise ValueError(f"qkv (B, H, W, 3C), num_heads {num_heads}, window_size {window}: {reasons[0]}")
 
 
 def _check_settings(scale: object, shift_first: object) -> float:
