@@ -2,7 +2,7 @@
 (``enable_fp_fusion=False``): they must fit the card, spill nothing and hold no FMA (no tensor cores
 expected: the kernels do no matmul). By default the extremes of every BLOCK config the launcher can pick
 (largest K_PAD and L_PAD, both conventions); the whole BLOCK x K_PAD x L_PAD grid behind ``slow``, where
-7 of its 48 (capability, BLOCK, K_PAD, L_PAD) variants still spill a few bytes (``KNOWN_SPILLS``)."""
+2 of its 48 (capability, BLOCK, K_PAD, L_PAD) variants still spill a few bytes (``KNOWN_SPILLS``)."""
 
 from __future__ import annotations
 
@@ -48,12 +48,12 @@ def _resolve(capability: int) -> CompileSpec:
                        COMPILE_OPTIONS)
 
 
-# Variants (capability, BLOCK, K_PAD, L_PAD) where ptxas spills a few bytes (4-20 B of spill stores, 8-24 B of
-# stack, `ptxas -v`) with registers to spare (56-80 of them): values kept across the slow-path calls of the
-# float64 division and square root of the threshold. Not yet fixed; the grid test pins the set, so a new
-# spill, or one fixed, fails it. FIBER's own launch (5 levels, topk 9: L_PAD 8, K_PAD 16) is not among them.
-KNOWN_SPILLS = {(80, 256, 128, 4), (80, 1024, 128, 4), (90, 256, 32, 8), (90, 256, 64, 8), (90, 256, 128, 2),
-                (90, 1024, 64, 8), (90, 1024, 128, 4)}
+# Variants (capability, BLOCK, K_PAD, L_PAD) where ptxas keeps 8-16 B of stack (one 64-bit value saved
+# across the slow-path subroutine calls of the IEEE divisions and square roots) with registers to spare
+# (40-56 of them). Not yet fixed: other warp counts move the save to other variants. The grid test pins
+# the set, so a new spill, or one fixed, fails it. FIBER's own launch (5 levels, topk 9: L_PAD 8, K_PAD 16)
+# is not among them.
+KNOWN_SPILLS = {(90, 256, 16, 2), (90, 256, 64, 8)}
 
 
 def _variant(report: CompileReport) -> tuple[int, int, int, int]:
@@ -67,7 +67,7 @@ def _check(reports: list[CompileReport], allowed_spills: set[tuple[int, int, int
         assert report.options == COMPILE_OPTIONS and report.fma_instructions == 0, str(report)
         problems = fit_problems(report, CARDS[report.capability], require_tensor_cores=False)
         if report.name == "_atss_candidates_kernel" and _variant(report) in allowed_spills:
-            assert report.stack_bytes <= 24 and report.local_bytes == 0, str(report)
+            assert report.stack_bytes <= 16 and report.local_bytes == 0, str(report)
             problems = [p for p in problems if not p.startswith("spills to local memory")]
         assert problems == [], str(report)
 

@@ -103,6 +103,12 @@ def _atss_candidates_kernel(
     if not GLIP:
         union = tl.maximum(union, 1e-6)
     cand_iou = tl.where(taken, tl.div_rn(inter, union), 0.0)
+    # the centre test before the statistics: the anchor corners die here, not across the calls of the
+    # float64 division and square root (values live across those calls spill on some variants)
+    cx = (ax2 + ax1) * 0.5
+    cy = (ay2 + ay1) * 0.5
+    margin = tl.minimum(tl.minimum(cx - gx1, cy - gy1), tl.minimum(gx2 - cx, gy2 - cy))
+    central = taken & (margin > 0.01)
 
     count = tl.sum(tl.sum(taken.to(tl.int64), axis=1), axis=0).to(tl.float64)
     iou64 = cand_iou.to(tl.float64)
@@ -113,10 +119,7 @@ def _atss_candidates_kernel(
     var = tl.where(count > 1.0, var, float("nan"))
     thr = mean.to(tl.float32) + tl.sqrt(var).to(tl.float32)  # fp64 sqrt is IEEE (sqrt.rn.f64)
 
-    cx = (ax2 + ax1) * 0.5
-    cy = (ay2 + ay1) * 0.5
-    margin = tl.minimum(tl.minimum(cx - gx1, cy - gy1), tl.minimum(gx2 - cx, gy2 - cy))
-    positive = taken & (cand_iou >= thr) & (margin > 0.01)
+    positive = central & (cand_iou >= thr)
     claim = (cand_iou.to(tl.int32, bitcast=True).to(tl.int64) << 32) | (CLAIM_INDEX_BASE - box)
     tl.atomic_max(claims_ptr + image * num_anchors + safe, claim, mask=positive)
 
