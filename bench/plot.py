@@ -73,7 +73,7 @@ def plot_rows(rows: list[dict[str, Any]], out_dir: str | Path) -> list[Path]:
                        [(values[s]["p80"] - values[s]["median"]) * scale for s in shapes if s in values]]
             ax.bar(xs, ys, width, yerr=err, label=provider, capsize=2)
         ax.set_xticks(range(len(shapes)), shapes, rotation=30, ha="right", fontsize=8)
-        ax.set_yscale("log")
+        ax.set_yscale(y_scale([r["median"] for r in recs]))
         ax.set_ylabel(label, fontsize=8)
         prefix = "PROJECTED " if kind == "projected" else ""
         ax.set_title(f"{prefix}{kernel} {mode} - {device} {dtype}", fontsize=9)
@@ -84,6 +84,12 @@ def plot_rows(rows: list[dict[str, Any]], out_dir: str | Path) -> list[Path]:
         plt.close(fig)
         written.append(path)
     return written
+
+
+def y_scale(values: list[float]) -> str:
+    """``"log"`` when every value is positive (sizes and times span decades), else ``"linear"``: a log
+    axis cannot show a zero (a fused kernel that saves nothing for backward)."""
+    return "log" if values and all(v > 0 for v in values) else "linear"
 
 
 def plot_csv(csv_path: str | Path, out_dir: str | Path, run: str | None = None) -> list[Path]:

@@ -151,6 +151,11 @@ def test_plot_writes_png(tmp_path: Path) -> None:
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in pngs)
 
 
+def test_plot_axis_is_log_only_for_positive_values() -> None:
+    assert plot.y_scale([1e-6, 3.0]) == "log"
+    assert plot.y_scale([0.0, 3.0]) == "linear" and plot.y_scale([0.0]) == "linear" and plot.y_scale([]) == "linear"
+
+
 def test_mode_callables_compute_gradients() -> None:
     x = torch.randn(3, 4, requires_grad=True)
     case = harness.Case(lambda t: (t * 2).sum(-1), (x,))
