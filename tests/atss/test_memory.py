@@ -70,7 +70,7 @@ def test_triton_launcher_allocates_its_plan(batch: int, count: int) -> None:
     starts = torch.tensor([0] + sizes).cumsum(0)
     inputs = [anchors[None].contiguous(), starts, boxes, mask]
     with _NewStorages(inputs) as recorder:
-        matched, _ = atss_assign_triton(inputs[0], starts, max(sizes), boxes, mask, 9, True)
+        matched, _ = atss_assign_triton(inputs[0], starts, boxes, mask, 9, True)
     plan = allocation_plan(batch, count, anchors.shape[0])
     # the interpreter itself may make empty tensors; every byte-holding allocation is in the plan
     assert [c for c in recorder.created if c[2] > 0] == [(a.shape, a.dtype, a.nbytes) for a in plan]
@@ -84,5 +84,5 @@ def test_triton_launcher_needs_contiguous_inputs() -> None:
     boxes = random_boxes(1, 2, 96.0, 64.0, torch.Generator().manual_seed(5))
     starts = torch.tensor([0] + sizes).cumsum(0)
     with pytest.raises(ValueError, match="needs contiguous anchors, gt_boxes and gt_mask"):
-        atss_assign_triton(anchors[None], starts, max(sizes), boxes.repeat(1, 1, 2)[..., :4],
+        atss_assign_triton(anchors[None], starts, boxes.repeat(1, 1, 2)[..., :4],
                            torch.ones(1, 2, dtype=torch.bool), 9, True)

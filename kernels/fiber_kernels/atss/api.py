@@ -118,8 +118,8 @@ def _batched_anchors(anchors: torch.Tensor) -> torch.Tensor:
 
 
 def _run_triton(anchors, sizes, gt_boxes, gt_mask, topk_total, glip, **_):
-    return atss_assign_triton(_batched_anchors(anchors), _level_starts(sizes, anchors.device), max(sizes),
-                              gt_boxes.contiguous(), gt_mask.contiguous(), topk_total, glip)
+    return atss_assign_triton(_batched_anchors(anchors), _level_starts(sizes, anchors.device), gt_boxes.contiguous(),
+                              gt_mask.contiguous(), topk_total, glip)
 
 
 def _run_compiled(anchors, sizes, gt_boxes, gt_mask, topk_total, glip, **_):

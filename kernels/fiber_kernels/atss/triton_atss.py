@@ -29,8 +29,12 @@ import triton.language as tl
 MAX_LEVELS = 8
 CLAIM_INDEX_BASE: tl.constexpr = tl.constexpr(0x7FFFFFFF)
 NO_KEY: tl.constexpr = tl.constexpr(0x7FFFFFFFFFFFFFFF)
-# (BLOCK, num_warps) by the largest level size; K_PAD (candidates per level) by topk * anchors_per_location.
-CONFIGS = ((256, 4), (1024, 4))
+# One tile config for every level size: anchors per distance tile and warps. A second (256, 4) config for
+# small pyramids kept 8-16 B of stack on sm90 in 2 of its 12 (K_PAD, L_PAD) variants; a level that fits
+# in fewer anchors only masks lanes. K_PAD (candidates per level) by topk * anchors_per_location.
+BLOCK = 1024
+NUM_WARPS = 4
+NUM_STAGES = 1  # nothing to pipeline: each tile's loads feed a data-dependent while loop
 K_PADS = (16, 32, 64, 128)
 # Every launch of both kernels compiles with these (no a*b+c contracted to an FMA).
 COMPILE_OPTIONS = {"enable_fp_fusion": False}
@@ -136,11 +140,6 @@ def _atss_resolve_kernel(claims_ptr, matched_ptr, iou_ptr, total, BLOCK: tl.cons
     tl.store(iou_ptr + offs, iou, mask=inside)
 
 
-def pick_config(max_level_size: int) -> tuple[int, int]:
-    """(BLOCK, num_warps) of ``CONFIGS`` for the largest level size."""
-    return CONFIGS[0] if max_level_size <= CONFIGS[0][0] else CONFIGS[1]
-
-
 def k_pad_for(topk_total: int) -> int:
     """Smallest register width of ``K_PADS`` holding ``topk_total`` candidates per level."""
     for k_pad in K_PADS:
@@ -184,13 +183,11 @@ def allocation_plan(batch: int, num_gt: int, num_anchors: int) -> tuple[Allocati
     return plan
 
 
-def atss_assign_triton(anchors: torch.Tensor, level_starts: torch.Tensor, max_level_size: int,
-                       gt_boxes: torch.Tensor, gt_mask: torch.Tensor, topk_total: int,
-                       glip: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def atss_assign_triton(anchors: torch.Tensor, level_starts: torch.Tensor, gt_boxes: torch.Tensor,
+                       gt_mask: torch.Tensor, topk_total: int, glip: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Launch both kernels. anchors ``(1 or B, A, 4)`` f32, level_starts ``(L + 1,)`` i64 on the same device
-    (``max_level_size``: its largest difference, from the caller, so nothing is read back from the device),
-    gt_boxes ``(B, G, 4)`` f32, gt_mask ``(B, G)`` bool, all contiguous. Returns ``(B, A)`` i64 matches and
-    ``(B, A)`` f32 IoUs. Allocates exactly ``allocation_plan(B, G, A)``."""
+    (nothing is read back from it), gt_boxes ``(B, G, 4)`` f32, gt_mask ``(B, G)`` bool, all contiguous.
+    Returns ``(B, A)`` i64 matches and ``(B, A)`` f32 IoUs. Allocates exactly ``allocation_plan(B, G, A)``."""
     if not (anchors.is_contiguous() and gt_boxes.is_contiguous() and gt_mask.is_contiguous()):
         raise ValueError("atss_assign_triton needs contiguous anchors, gt_boxes and gt_mask")
     batch, num_gt = gt_boxes.shape[:2]
@@ -202,15 +199,15 @@ def atss_assign_triton(anchors: torch.Tensor, level_starts: torch.Tensor, max_le
         buffers[allocation.name] = buffer if allocation.fill is None else buffer.fill_(allocation.fill)
     matched, matched_iou, claims = buffers["matched"], buffers["matched_iou"], buffers["claims"]
     if "mask" in buffers:
-        block, warps = pick_config(max_level_size)
         _atss_candidates_kernel[(batch * num_gt,)](
             anchors, level_starts, gt_boxes, buffers["mask"].copy_(gt_mask), claims,
             num_gt, num_anchors, num_levels, topk_total, 0 if anchors.shape[0] == 1 else num_anchors * 4,
             GLIP=glip, ONE=1.0 if glip else 0.0, L_PAD=l_pad_for(num_levels), K_PAD=k_pad_for(topk_total),
-            BLOCK=block, num_warps=warps, **COMPILE_OPTIONS,
+            BLOCK=BLOCK, num_warps=NUM_WARPS, num_stages=NUM_STAGES, **COMPILE_OPTIONS,
         )
     total = batch * num_anchors
     if total > 0:
         _atss_resolve_kernel[(triton.cdiv(total, RESOLVE_BLOCK),)](claims, matched, matched_iou, total,
-                                                                     BLOCK=RESOLVE_BLOCK, **COMPILE_OPTIONS)
+                                                                     BLOCK=RESOLVE_BLOCK, num_warps=NUM_WARPS,
+                                                                     num_stages=NUM_STAGES, **COMPILE_OPTIONS)
     return matched, matched_iou
