@@ -20,6 +20,7 @@ bit for bit.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -107,8 +108,8 @@ def _atss_candidates_kernel(
     if not GLIP:
         union = tl.maximum(union, 1e-6)
     cand_iou = tl.where(taken, tl.div_rn(inter, union), 0.0)
-    # the centre test before the statistics: the anchor corners die here, not across the calls of the
-    # float64 division and square root (values live across those calls spill on some variants)
+    # the centre test before the statistics: the anchor corners die here instead of being kept across the
+    # slow-path subroutine calls of the float64 division and square root (ptxas saves such values on the stack)
     cx = (ax2 + ax1) * 0.5
     cy = (ay2 + ay1) * 0.5
     margin = tl.minimum(tl.minimum(cx - gx1, cy - gy1), tl.minimum(gx2 - cx, gy2 - cy))
@@ -164,10 +165,7 @@ class Allocation:
 
     @property
     def nbytes(self) -> int:
-        count = 1
-        for size in self.shape:
-            count *= size
-        return count * self.dtype.itemsize
+        return math.prod(self.shape) * self.dtype.itemsize
 
 
 def allocation_plan(batch: int, num_gt: int, num_anchors: int) -> tuple[Allocation, ...]:
