@@ -136,6 +136,14 @@ def build_extensions() -> tuple[list, dict]:
     return [ext], {"build_ext": OptionalBuildExtension.with_options(use_ninja=shutil.which("ninja") is not None)}
 
 
+# The model, data, trainer and evaluation stack of ``fiber_fast`` (versions measured together on torch 2.14.1).
+TRAIN_REQUIRES = [
+    "timm>=1.0.31,<1.1", "torchvision==0.29.1", "transformers>=5.24,<6", "tokenizers>=0.23,<0.24",
+    "safetensors>=0.4", "deepspeed==0.19.8", "pillow>=10", "pycocotools>=2.0.11", "webdataset>=0.2.100",
+    "tqdm>=4.66", "tensorboard>=2.17", "pyyaml>=6", "matplotlib",
+]
+
+
 def main() -> None:
     """Run setuptools with the extension (if any)."""
     ext_modules, cmdclass = build_extensions()
@@ -157,9 +165,9 @@ def main() -> None:
                      "nvidia-cuda-nvrtc-cu12", "nvidia-cuda-runtime-cu12", "nvidia-cuda-nvcc-cu12",
                      "nvidia-cuda-cccl-cu12",
                      # the Swin drop-in tests patch real timm and torchvision models (random weights)
-                     "timm>=1.0.31", "torchvision==0.29.1"],
+                     "timm>=1.0.31", "torchvision==0.29.1", *TRAIN_REQUIRES],
             "bench": ["pytest-benchmark>=5", "matplotlib", "ninja"],
-            "train": ["deepspeed>=0.15"],
+            "train": TRAIN_REQUIRES,
         },
         entry_points={"console_scripts": ["fiber-fast=fiber_fast.cli:main"]},
         ext_modules=ext_modules,
