@@ -1,153 +1,87 @@
-"""The ``fiber-fast`` command line.
+"""The ``fiber-fast`` command line (also ``python -m fiber_fast``).
 
-``fiber-fast bench [--quick] [--out DIR] [-k EXPR]`` runs the microbenchmarks of ``bench/`` (pytest
-with pytest-benchmark) from the source checkout, writes ``DIR/latest.csv`` (+ ``history.csv``) and,
-with matplotlib, ``DIR/plots/*.png``, and prints the tables: measured speed, exact memory, projected
-GPU times (separately labelled) and skipped providers.
+Each subcommand lives in a module of its own that exposes ``add_arguments(parser)`` and
+``run(args) -> int``. Only the chosen subcommand's module is imported, so ``fiber-fast --help`` and
+``fiber-fast bench`` never import DeepSpeed or the model stack.
 
-Subcommands are registered in ``SUBCOMMANDS``: a later ``train`` adds one ``add_<name>`` function.
+Launchers: ``torchrun --nproc_per_node 2 -m fiber_fast train ...`` and
+``deepspeed --module fiber_fast train ...`` both work; the ``deepspeed`` launcher's
+``--local_rank=N`` argument is accepted before the subcommand (the rank is read from the
+environment, ``LOCAL_RANK``, which every launcher sets).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
-import os
-import re
-import subprocess
 import sys
-from collections.abc import Callable, Sequence
-from pathlib import Path
-
-BENCH_DIR_ENV = "FIBER_FAST_BENCH_DIR"
-# pytest -q progress lines ("..s.s  [ 40%]") and the final summary are echoed; the rest goes to the log.
-_PROGRESS = re.compile(r"^[.sxXFE]+\s*(\[\s*\d+%\])?$"
-                       r"|^=*\s*\d+ (passed|failed|skipped|deselected|errors?)\b.* in [0-9.]+s"
-                       r"|^(FAILED|ERROR) \S+::")
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 
-def find_bench_dir() -> Path:
-    """``bench/`` of the checkout that holds this ``fiber_fast`` package (or ``$FIBER_FAST_BENCH_DIR``).
+@dataclass(frozen=True)
+class Subcommand:
+    """A ``fiber-fast`` subcommand: its path of names, the module that implements it, one help line."""
 
-    Raises ``FileNotFoundError`` with what to do when there is none (e.g. a wheel install).
-    """
-    override = os.environ.get(BENCH_DIR_ENV)
-    candidate = Path(override) if override else Path(__file__).resolve().parent.parent / "bench"
-    if not (candidate / "conftest.py").is_file() or not (candidate / "harness.py").is_file():
-        raise FileNotFoundError(
-            f"no benchmark folder at {candidate}: `fiber-fast bench` runs the bench/ folder of a source "
-            f"checkout (git clone, then `pip install -e .[bench]`), or set {BENCH_DIR_ENV}=/path/to/bench")
-    return candidate
+    names: tuple[str, ...]
+    module: str
+    help: str
 
 
-def pytest_command(bench_dir: Path, out: Path, quick: bool, keyword: str | None, max_time: float,
-                   extra: Sequence[str] = (), threads: int | None = None) -> list[str]:
-    """The pytest invocation (run from the checkout root so pyproject.toml's settings apply)."""
-    cmd = [sys.executable, "-m", "pytest", str(bench_dir), "-q", "-p", "no:cacheprovider",
-           f"--bench-out={out}", f"--benchmark-max-time={max_time}", "--benchmark-min-rounds=5",
-           "--benchmark-warmup=on", "--benchmark-warmup-iterations=1", "--benchmark-sort=name"]
-    if quick:
-        cmd.append("--quick")
-    if keyword:
-        cmd += ["-k", keyword]
-    if threads:
-        cmd.append(f"--bench-threads={threads}")
-    return cmd + list(extra)
+SUBCOMMANDS: tuple[Subcommand, ...] = (
+    Subcommand(("data", "synth"), "fiber_fast.data.synth_cli",
+               "write the synthetic image-text-box set (captions JSON, shards, grounding JSON, tokenizer)"),
+    Subcommand(("train",), "fiber_fast.train.train_cli", "train FIBER, coarse or fine stage, under DeepSpeed"),
+    Subcommand(("eval",), "fiber_fast.eval.eval_cli", "evaluate a run: retrieval, phrase grounding or detection"),
+    Subcommand(("demo",), "fiber_fast.demo", "synthetic data -> coarse -> fine -> evaluation, table and pictures"),
+    Subcommand(("bench",), "fiber_fast.bench_cli",
+               "run the microbenchmarks (speed, memory, projected GPU time) and print tables"),
+)
+_GROUP_HELP = {"data": "datasets: `fiber-fast data synth` writes the synthetic set"}
 
 
-def _run_pytest(cmd: list[str], cwd: Path, log: Path, verbose: bool) -> int:
-    """Run pytest, everything into ``log``; echo progress (all output with ``verbose``)."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "w", encoding="utf-8") as sink, subprocess.Popen(
-            cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            sink.write(line)
-            if verbose or _PROGRESS.search(line.strip()):
-                print(line, end="", flush=True)
-        return proc.wait()
+def _chosen(argv: Sequence[str]) -> tuple[str, ...]:
+    """The subcommand names at the front of ``argv`` (options before them skipped)."""
+    words = [arg for arg in argv if not arg.startswith("-")]
+    for command in SUBCOMMANDS:
+        if tuple(words[:len(command.names)]) == command.names:
+            return command.names
+    return ()
 
 
-def _import_bench(bench_dir: Path, name: str):  # noqa: ANN202 - a module
-    root = str(bench_dir.parent)
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    return importlib.import_module(f"bench.{name}")
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    """Run the benchmarks, then print the tables and draw the plots of this run."""
-    try:
-        bench_dir = find_bench_dir()
-    except FileNotFoundError as error:
-        print(f"fiber-fast bench: {error}", file=sys.stderr)
-        return 2
-    if importlib.util.find_spec("pytest_benchmark") is None:
-        print("fiber-fast bench: pytest-benchmark is not installed (pip install 'fiber-fast[bench]')", file=sys.stderr)
-        return 2
-    out = Path(args.out).resolve() if args.out else bench_dir / "results"
-    cmd = pytest_command(bench_dir, out, args.quick, args.keyword, args.max_time, args.pytest_args,
-                         args.threads)
-    print(f"fiber-fast bench: running {'the quick set' if args.quick else 'all shapes'} "
-          f"(pytest log: {out / 'pytest.log'})", flush=True)
-    code = _run_pytest(cmd, bench_dir.parent, out / "pytest.log", args.verbose)
-    latest = out / "latest.csv"
-    if not latest.is_file():
-        print(f"fiber-fast bench: pytest exited with {code} and wrote no {latest}; see {out / 'pytest.log'}",
-              file=sys.stderr)
-        return code or 1
-    report = _import_bench(bench_dir, "report")
-    rows = _import_bench(bench_dir, "schema").read_rows(latest)
-    print()
-    print(report.format_report(rows))
-    print(f"\nCSV: {latest} ({len(rows)} rows; all runs in {out / 'history.csv'})")
-    if importlib.util.find_spec("matplotlib") is None:
-        print("plots: matplotlib is not installed (pip install 'fiber-fast[bench]')")
-    elif rows:
-        paths = _import_bench(bench_dir, "plot").plot_rows(rows, out / "plots")
-        print(f"plots: {len(paths)} PNG files in {out / 'plots'}")
-    if code not in (0, 5):  # 5: nothing selected
-        print(f"fiber-fast bench: some benchmarks failed (pytest exit {code}); see {out / 'pytest.log'}",
-              file=sys.stderr)
-    return 0 if code in (0, 5) else code
-
-
-def add_bench(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "bench", help="run the microbenchmarks (speed, memory, projected GPU time) and print tables",
-        description="Run bench/ with pytest-benchmark: CSV + plots + tables. Extra pytest arguments go after --.")
-    parser.add_argument("--quick", action="store_true", help="small CPU shape set only (a few minutes on 2 cores)")
-    parser.add_argument("--out", metavar="DIR", help="results folder (default: bench/results of the checkout)")
-    parser.add_argument("-k", dest="keyword", metavar="EXPR", help="pytest -k expression (e.g. 'window and sdpa')")
-    parser.add_argument("--max-time", type=float, default=0.3, metavar="S",
-                        help="pytest-benchmark seconds per timed case (at least 5 rounds; default 0.3)")
-    parser.add_argument("--threads", type=int, metavar="N",
-                        help="CPU threads for the timings (default: one per core; 1 is steadier on a busy machine)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="show all pytest output")
-    parser.add_argument("pytest_args", nargs="*", metavar="-- PYTEST_ARGS", help="passed to pytest as is")
-    parser.set_defaults(func=cmd_bench)
-
-
-SUBCOMMANDS: tuple[Callable[[argparse._SubParsersAction], None], ...] = (add_bench,)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The ``fiber-fast`` parser with every subcommand of ``SUBCOMMANDS``."""
+def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The ``fiber-fast`` parser; the arguments of the subcommand named in ``argv`` are filled in."""
     from fiber_fast import __version__
 
-    parser = argparse.ArgumentParser(prog="fiber-fast", description="fiber-fast: fused kernels for FIBER-style "
-                                     "vision-language pre-training.")
+    parser = argparse.ArgumentParser(prog="fiber-fast", description="fiber-fast: fused kernels, model and "
+                                     "two-stage trainer for FIBER-style vision-language pre-training.")
     parser.add_argument("--version", action="version", version=f"fiber-fast {__version__}")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for add in SUBCOMMANDS:
-        add(subparsers)
+    parser.add_argument("--local_rank", "--local-rank", type=int, default=None, help=argparse.SUPPRESS)
+    chosen = _chosen(argv)
+    groups: dict[tuple[str, ...], argparse._SubParsersAction] = {
+        (): parser.add_subparsers(dest="command", metavar="COMMAND", required=True)}
+    for command in SUBCOMMANDS:
+        for depth in range(1, len(command.names) + 1):
+            prefix = command.names[:depth]
+            if prefix in groups:
+                continue
+            name = prefix[-1]
+            if depth < len(command.names):
+                group = groups[prefix[:-1]].add_parser(name, help=_GROUP_HELP.get(name))
+                groups[prefix] = group.add_subparsers(dest=f"{name}_command", metavar="COMMAND", required=True)
+                continue
+            sub = groups[prefix[:-1]].add_parser(name, help=command.help, description=command.help)
+            if command.names == chosen:
+                module = importlib.import_module(command.module)
+                module.add_arguments(sub)
+                sub.set_defaults(func=module.run)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``fiber-fast``; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser(argv).parse_args(argv)
     return int(args.func(args))
 
 

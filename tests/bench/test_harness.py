@@ -25,7 +25,7 @@ from bench.schema import (  # noqa: E402
     summarize,
     write_rows,
 )
-from fiber_fast import cli  # noqa: E402
+from fiber_fast import bench_cli, cli  # noqa: E402
 
 RUN = RunInfo("20260101T000000Z", "2026-01-01T00:00:00+00:00", "Test CPU (2 threads)", "2.x", "3.x", "abc123")
 DIMS = {"B": 2, "H": 4, "N": 49}
@@ -207,17 +207,17 @@ def test_cli_rejects_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_cli_bench_without_checkout_says_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setenv(cli.BENCH_DIR_ENV, str(tmp_path / "nowhere"))
+    monkeypatch.setenv(bench_cli.BENCH_DIR_ENV, str(tmp_path / "nowhere"))
     assert cli.main(["bench", "--quick"]) == 2
     assert "source checkout" in capsys.readouterr().err
 
 
 def test_cli_pytest_command() -> None:
-    cmd = cli.pytest_command(ROOT / "bench", Path("/tmp/out"), quick=True, keyword="sdpa", max_time=0.1)
+    cmd = bench_cli.pytest_command(ROOT / "bench", Path("/tmp/out"), quick=True, keyword="sdpa", max_time=0.1)
     assert cmd[1:4] == ["-m", "pytest", str(ROOT / "bench")]
     assert "--quick" in cmd and cmd[cmd.index("-k") + 1] == "sdpa" and "--bench-out=/tmp/out" in cmd
-    assert cli.find_bench_dir() == ROOT / "bench"
-    assert "--bench-threads=1" in cli.pytest_command(ROOT / "bench", Path("/o"), False, None, 0.1, threads=1)
+    assert bench_cli.find_bench_dir() == ROOT / "bench"
+    assert "--bench-threads=1" in bench_cli.pytest_command(ROOT / "bench", Path("/o"), False, None, 0.1, threads=1)
 
 
 def _tiny_bench() -> harness.KernelBench:
