@@ -1,0 +1,1 @@
+"""Evaluation: retrieval Recall@K (dual encoder, fusion re-rank), phrase grounding Recall@K, COCO detection mAP."""
