@@ -1,1 +1,24 @@
-"""Data for fiber-fast: readers, the synthetic set, transforms, tokenisation, collate, samplers, loaders."""
+"""Data for fiber-fast: readers, the synthetic set, transforms, tokenisation, collate, samplers, loaders.
+
+Batch formats (``collate_coarse``/``collate_fine``) and the synthetic layout are described in the
+modules' docstrings; ``build_loader(config)`` puts them together for a training stage.
+"""
+
+from fiber_fast.data.captions import CaptionRecord, CaptionsDataset, read_coco_captions
+from fiber_fast.data.collate import collate_coarse, collate_fine, positive_map, tokenize
+from fiber_fast.data.errors import DataError, ErrorCounter
+from fiber_fast.data.grounding import GroundingDataset, GroundingRecord, read_grounding
+from fiber_fast.data.images import load_image
+from fiber_fast.data.loader import StageLoader, build_loader
+from fiber_fast.data.sampler import ResumableDistributedSampler
+from fiber_fast.data.shards import ShardDataset, list_shards
+from fiber_fast.data.tokenizer import load_tokenizer, train_tokenizer
+from fiber_fast.data.transforms import IMAGENET_MEAN, IMAGENET_STD, CoarseTransform, FineTransform, resized_size
+
+__all__ = [
+    "IMAGENET_MEAN", "IMAGENET_STD", "CaptionRecord", "CaptionsDataset", "CoarseTransform", "DataError",
+    "ErrorCounter", "FineTransform", "GroundingDataset", "GroundingRecord", "ResumableDistributedSampler",
+    "ShardDataset", "StageLoader", "build_loader", "collate_coarse", "collate_fine", "list_shards", "load_image",
+    "load_tokenizer", "positive_map", "read_coco_captions", "read_grounding", "resized_size", "tokenize",
+    "train_tokenizer",
+]
