@@ -1,0 +1,1 @@
+"""Two-stage FIBER training: objectives, tasks (model + losses), DeepSpeed trainer, checkpoints, metrics."""
