@@ -249,6 +249,8 @@ def generate(out: str | Path, images: int = 1200, size: int = 128, seed: int = 0
         raise ValueError(f"images must be >= 2 (a train and a val image), got {images}")
     if size < 32:
         raise ValueError(f"size must be >= 32 pixels, got {size}")
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1 sample, got {shard_size}")
     val = max(1, images // 6) if val_images is None else val_images
     if not 1 <= val < images:
         raise ValueError(f"val_images must be in [1, images), got {val} with images={images}")

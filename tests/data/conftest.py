@@ -1,0 +1,24 @@
+"""A small synthetic set shared by the data tests (written once per session by the real generator)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fiber_fast.data.synth import generate
+from fiber_fast.data.tokenizer import load_tokenizer
+
+SYNTH_IMAGES, SYNTH_VAL, SYNTH_SIZE, SYNTH_SHARD = 48, 8, 64, 20
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("synth")
+    generate(out, images=SYNTH_IMAGES, size=SYNTH_SIZE, seed=3, val_images=SYNTH_VAL, shard_size=SYNTH_SHARD)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tokenizer(synth_dir: Path):  # noqa: ANN201 - a transformers tokenizer
+    return load_tokenizer(synth_dir / "tokenizer")
