@@ -127,14 +127,17 @@ def retrieval_recall(image_embeds: torch.Tensor, text_embeds: torch.Tensor, text
 
 
 def rerank(candidate_scores: torch.Tensor, candidates: torch.Tensor, score_fn: ScoreFn, rerank_k: int,
-           query_is_image: bool, similarity_weight: float = 0.0, pairs_per_call: int = 256) -> torch.Tensor:
+           query_is_image: bool, similarity_weight: float = 0.0, pairs_per_call: int = 256,
+           query_index: torch.Tensor | None = None) -> torch.Tensor:
     """Re-order the first ``rerank_k`` candidates of every query by a fusion score.
 
     candidate_scores ``(Nq, k)`` and candidates ``(Nq, k)`` int64: a ranking as ``block_topk`` returns it.
     ``score_fn(image_rows (M,), text_rows (M,)) -> (M,)`` scores pairs (FIBER: the ITM head's match logit
     with fusion on); it is called with at most ``pairs_per_call`` pairs at a time. The new score of a
     candidate is ``fusion + similarity_weight * similarity`` (0: ALBEF's ITM-only re-rank; 1: BLIP's sum).
-    Candidates beyond ``rerank_k`` keep their order after the re-ranked ones. Returns the new candidate
+    Candidates beyond ``rerank_k`` keep their order after the re-ranked ones. ``query_index`` ``(Nq,)`` int64:
+    the row of each query that ``score_fn`` gets (default ``0..Nq-1``; a shard passes its global rows).
+    Returns the new candidate
     order ``(Nq, k)`` int64 (ties: the better similarity rank first).
     """
     if candidates.shape != candidate_scores.shape or candidates.dim() != 2:
@@ -144,7 +147,11 @@ def rerank(candidate_scores: torch.Tensor, candidates: torch.Tensor, score_fn: S
         raise ValueError(f"rerank_k must be >= 1, got {rerank_k}")
     rerank_k = min(rerank_k, candidates.shape[1])
     num_queries = candidates.shape[0]
-    query_rows = torch.arange(num_queries, device=candidates.device)[:, None].expand(-1, rerank_k).reshape(-1)
+    if query_index is None:
+        query_index = torch.arange(num_queries, device=candidates.device)
+    if query_index.shape != (num_queries,):
+        raise ValueError(f"query_index must be ({num_queries},), got {tuple(query_index.shape)}")
+    query_rows = query_index.to(candidates.device)[:, None].expand(-1, rerank_k).reshape(-1)
     key_rows = candidates[:, :rerank_k].reshape(-1)
     image_rows, text_rows = (query_rows, key_rows) if query_is_image else (key_rows, query_rows)
     fused = torch.cat([score_fn(image_rows[s:s + pairs_per_call], text_rows[s:s + pairs_per_call]).reshape(-1)

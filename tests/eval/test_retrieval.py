@@ -109,6 +109,18 @@ def test_rerank_with_an_oracle_fusion_score():
     assert sum(calls) == (3 + 5) * 2 and max(calls) <= 4
 
 
+def test_rerank_of_a_shard_of_queries_uses_their_global_rows():
+    image_embeds, text_embeds = embeds_for(SIMS)
+    oracle = lambda image_rows, text_rows: (TEXT_IMAGE[text_rows] == image_rows).float()
+    ranked = retrieval.retrieval_rankings(image_embeds, text_embeds, k=3)
+    full = retrieval.rerank(ranked["t2i_scores"], ranked["t2i_indices"], oracle, 2, query_is_image=False)
+    rows = torch.tensor([1, 3, 4])
+    shard = retrieval.rerank(ranked["t2i_scores"][rows], ranked["t2i_indices"][rows], oracle, 2, query_is_image=False,
+                             query_index=rows)
+    assert torch.equal(shard, full[rows])
+    assert not torch.equal(full, ranked["t2i_indices"])  # the re-rank changed something
+
+
 def test_rerank_order_and_similarity_weight():
     scores = torch.tensor([[0.9, 0.8, 0.7, 0.1]])
     candidates = torch.tensor([[5, 6, 7, 8]])
