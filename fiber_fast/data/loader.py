@@ -85,14 +85,15 @@ class StageLoader:
         self.batch_size, self.drop_last = batch_size, drop_last
         self._loader_kwargs = loader_kwargs
         self.epoch = 0
-        self.positions: dict[int, int] = {}  # shards: raw samples consumed per worker this epoch
+        self.positions: dict[int, int] = {}  # shards: raw samples consumed per stream this epoch
+        self.next_stream = 0  # shards: the stream whose batch comes next
         self.errors = ErrorCounter()
         self.errors.extend(dataset.errors)
 
     def set_epoch(self, epoch: int) -> None:
         """Start ``epoch`` on the next iteration (a no-op for the current epoch, so resumes keep their place)."""
         if epoch != self.epoch:
-            self.epoch, self.positions = epoch, {}
+            self.epoch, self.positions, self.next_stream = epoch, {}, 0
             if self.sampler is not None:
                 self.sampler.set_epoch(epoch)
 
@@ -109,20 +110,22 @@ class StageLoader:
             self.sampler.set_epoch(self.epoch)
             loader = DataLoader(self.dataset, sampler=self.sampler, **self._loader_kwargs)
         else:
-            self.dataset.positions = dict(self.positions)
+            self.dataset.positions, self.dataset.stream_offset = dict(self.positions), self.next_stream
             loader = DataLoader(self.dataset, **self._loader_kwargs)
         for batch in loader:
             self.errors.extend(batch.pop("_errors"))
             stream = batch.pop("_stream", None)
             if stream is not None:
                 self.positions[stream[0]] = stream[1]
+                self.next_stream = (stream[0] + 1) % self._num_workers
             if self.sampler is not None:
                 self.sampler.advance(batch["input_ids"].shape[0])
             yield batch
         self.set_epoch(self.epoch + 1)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "positions": dict(self.positions), "num_workers": self._num_workers,
+        return {"epoch": self.epoch, "positions": dict(self.positions), "next_stream": self.next_stream,
+                "num_workers": self._num_workers,
                 "sampler": self.sampler.state_dict() if self.sampler is not None else None,
                 "errors": dict(self.errors.counts)}
 
@@ -133,6 +136,7 @@ class StageLoader:
                              f"{self._num_workers}: resume with the same number of workers")
         self.epoch = int(state["epoch"])
         self.positions = {int(k): int(v) for k, v in state["positions"].items()}
+        self.next_stream = int(state.get("next_stream", 0))
         if self.sampler is not None:
             self.sampler.load_state_dict(state["sampler"])
         self.errors.counts.update(state.get("errors", {}))

@@ -6,6 +6,10 @@ are at least as many shards as streams, else every n-th sample - and shuffles sa
 seeded by (seed, epoch, rank, worker). A stream is a pure function of those numbers, so it resumes by
 skipping the raw samples it had consumed (``positions[worker]``, set by the loader from each batch's
 ``_position``) without decoding them. Tar reading is webdataset's (``tariterators.tarfile_samples``).
+
+The DataLoader takes batches from its workers in turn, starting at worker 0, so a resumed loader
+rotates the streams (``stream_offset``: DataLoader worker ``w`` reads stream ``(w + offset) % W``) to
+continue the turn where the interrupted run stopped.
 """
 
 from __future__ import annotations
@@ -50,7 +54,8 @@ class ShardDataset(IterableDataset):
 
     ``urls``: shard paths (see :func:`list_shards`); ``transform``: PIL image -> tensor (coarse);
     ``rank``/``world_size``: this process's place; ``positions``: raw samples each worker has already
-    consumed this epoch (resume); ``_position`` = ``(worker, raw samples consumed after this item)``.
+    consumed this epoch and ``stream_offset`` (resume); ``_position`` = ``(stream, raw samples consumed
+    after this item)``.
     A sample without an image or caption, an undecodable image or an unreadable tar raises
     :class:`DataError` naming the shard and key, or with ``on_error="skip"`` is dropped and reported in
     the next item's ``errors``.
@@ -71,6 +76,7 @@ class ShardDataset(IterableDataset):
         self.shuffle, self.shuffle_buffer = shuffle, shuffle_buffer
         self.epoch = 0
         self.positions: dict[int, int] = {}
+        self.stream_offset = 0
         self.errors: list[str] = []
 
     def _raw_samples(self, urls: list[str], pending: list[str]) -> Iterator[dict[str, Any]]:
@@ -128,6 +134,7 @@ class ShardDataset(IterableDataset):
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        worker = (worker + self.stream_offset) % num_workers
         urls, stride, offset = self.stream_parts(worker, num_workers)
         pending: list[str] = []
         raw_stream = self._raw_samples(urls, pending)
