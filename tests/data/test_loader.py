@@ -37,12 +37,14 @@ def _assert_same(first: list[dict], second: list[dict]) -> None:
             torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
 
 
-@pytest.mark.parametrize("fmt,num_workers,stop", [("captions", 0, 7), ("grounding", 0, 4), ("shards", 2, 5),
-                                                  ("captions", 2, 23), ("shards3", 2, 9), ("shards3", 2, 12)])
+@pytest.mark.parametrize("fmt,num_workers,stop", [
+    ("captions", 0, 7), ("captions", 0, 20), ("captions", 2, 23), ("grounding", 0, 4), ("shards", 2, 5),
+    ("shards3", 2, 9), ("shards3", 2, 12)])
 def test_kill_and_resume_sees_the_same_remaining_batches(synth_dir: Path, fmt: str, num_workers: int,
                                                          stop: int) -> None:
     """Epochs: 20 captions batches, 10 grounding, 20 shards (2 workers x 10); with 3 shards ("shards3")
-    the 2 workers' streams hold 10 and 5 batches, so the kill at 12 comes after one stream ran out."""
+    the 2 workers' streams hold 10 and 5 batches, so the kill at 12 comes after one stream ran out.
+    The kill at 20 is at an epoch end (the resumed pass over epoch 0 is empty, epoch 1 follows)."""
     config = _config(synth_dir, fmt, num_workers=num_workers)
     if fmt.startswith("shards"):
         config.update(format="shards", shuffle_buffer=16)
