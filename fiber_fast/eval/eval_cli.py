@@ -78,16 +78,17 @@ def _sizes(args: argparse.Namespace, run_data: dict[str, Any], model_config: Any
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     """Load, evaluate, return the metrics (the same on every rank) and the input sizes used."""
     from fiber_fast.data import load_tokenizer
+    from fiber_fast.models import read_checkpoint_config
 
     from . import runner
     from .detection import category_token_map, load_coco
-    from .loading import eval_loader, load_model, run_data_config
+    from .loading import eval_loader, load_model, resolve_checkpoint, run_data_config
 
-    device = args.device or _init_distributed()
-    model = load_model(args.checkpoint, device, eager=args.eager)
-    if args.task != "retrieval" and not model.config.detection_head:
+    if args.task != "retrieval" and not read_checkpoint_config(resolve_checkpoint(args.checkpoint)).detection_head:
         raise ValueError(f"--task {args.task} needs a model with the detection head (a fine-stage run); "
                          f"{args.checkpoint} has none")
+    device = args.device or _init_distributed()
+    model = load_model(args.checkpoint, device, eager=args.eager)
     sizes = _sizes(args, run_data_config(args.checkpoint), model.config)
     tokenizer = load_tokenizer(args.tokenizer or Path(args.data) / "tokenizer")
     loader = eval_loader(args.task, args.data, args.split, tokenizer, args.batch_size, sizes["max_text_len"],
