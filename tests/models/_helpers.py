@@ -71,6 +71,7 @@ def run(model: FiberModel, pixels: torch.Tensor, ids: torch.Tensor, mask: torch.
         seed: int = 2) -> dict[str, torch.Tensor]:
     """Outputs of one pass plus every head, and the gradients of a random linear loss over all of them."""
     dtype = next(model.parameters()).dtype
+    model.zero_grad(set_to_none=True)
     out = model(pixels.to(dtype), ids, mask, fusion=fusion)
     image_feat, text_feat, logit_scale = model.itc_head(out.image_embeds, out.text_embeds)
     results = {"image_tokens": out.image_tokens, "text_tokens": out.text_tokens, "image_feat": image_feat,
@@ -103,6 +104,7 @@ def assert_fused_matches_eager(cfg: FiberConfig, fusion: bool, fused: FiberModel
     same_dtype = run(eager, pixels, ids, mask, fusion)
     with reference_ops():
         reference = run(copy.deepcopy(eager).double(), pixels, ids, mask, fusion)
+    eager.zero_grad(set_to_none=True)
     assert got.keys() == reference.keys() == same_dtype.keys()
     worst = 0.0
     for name, value in reference.items():
