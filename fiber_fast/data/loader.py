@@ -30,7 +30,7 @@ Config keys (defaults in brackets):
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,8 @@ GLIP_MIN_SIZES: tuple[int, ...] = tuple(range(480, 801, 32))
 class _CollateWithMeta:
     """Runs the stage's collate (in the worker) and adds ``_errors`` and ``_stream`` for the loader."""
 
-    def __init__(self, collate, tokenizer: PreTrainedTokenizerBase, max_text_len: int) -> None:  # noqa: ANN001
+    def __init__(self, collate: Callable[..., dict[str, torch.Tensor]], tokenizer: PreTrainedTokenizerBase,
+                 max_text_len: int) -> None:
         self.collate, self.tokenizer, self.max_text_len = collate, tokenizer, max_text_len
 
     def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
@@ -197,6 +198,3 @@ def build_loader(config: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase |
     loader_kwargs = {"batch_size": batch_size, "drop_last": drop_last, "num_workers": num_workers,
                      "collate_fn": _CollateWithMeta(collate, tokenizer, max_text_len)}
     return StageLoader(dataset, loader_kwargs, sampler, tokenizer, batch_size, drop_last)
-
-
-

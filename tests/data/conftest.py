@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
+from transformers import PreTrainedTokenizerBase
 
 from fiber_fast.data.synth import generate
 from fiber_fast.data.tokenizer import load_tokenizer
@@ -20,5 +23,14 @@ def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tokenizer(synth_dir: Path):  # noqa: ANN201 - a transformers tokenizer
+def tokenizer(synth_dir: Path) -> PreTrainedTokenizerBase:
     return load_tokenizer(synth_dir / "tokenizer")
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """Per-image tensor ops are tiny: one intra-op thread (as in DataLoader workers) avoids contention."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from transformers import PreTrainedTokenizerBase
 
 from fiber_fast.data import GroundingDataset, collate_coarse, collate_fine, positive_map, tokenize
 from fiber_fast.data.transforms import FineTransform
@@ -13,7 +14,7 @@ from fiber_fast.data.transforms import FineTransform
 CAPTIONS = ["a small red circle", "a large blue square to the left of a small green triangle, and a small red circle"]
 
 
-def test_collate_coarse_pads_to_the_longest_caption(tokenizer) -> None:  # noqa: ANN001
+def test_collate_coarse_pads_to_the_longest_caption(tokenizer: PreTrainedTokenizerBase) -> None:
     samples = [{"pixel_values": torch.full((3, 8, 8), float(i)), "caption": c, "image_id": 10 + i}
                for i, c in enumerate(CAPTIONS)]
     batch = collate_coarse(samples, tokenizer, max_text_len=40)
@@ -42,7 +43,8 @@ def test_positive_map_hand_built() -> None:
     torch.testing.assert_close(positive_map(offsets, spans), expected)
 
 
-def test_collate_fine_batch_and_positive_map_on_the_synthetic_set(synth_dir: Path, tokenizer) -> None:  # noqa: ANN001
+def test_collate_fine_batch_and_positive_map_on_the_synthetic_set(synth_dir: Path,
+                                                                  tokenizer: PreTrainedTokenizerBase) -> None:
     dataset = GroundingDataset(synth_dir / "grounding_train.json", synth_dir / "images",
                                FineTransform([64, 80, 96], max_size=128), seed=1)
     samples = [dataset[i] for i in range(6)]
@@ -70,7 +72,7 @@ def test_collate_fine_batch_and_positive_map_on_the_synthetic_set(synth_dir: Pat
             assert tokenizer.decode(tokens).strip() == phrase
 
 
-def test_collate_fine_drops_boxes_whose_phrase_is_truncated(tokenizer) -> None:  # noqa: ANN001
+def test_collate_fine_drops_boxes_whose_phrase_is_truncated(tokenizer: PreTrainedTokenizerBase) -> None:
     caption = CAPTIONS[1]
     spans = [[(2, 19)], [(caption.index("small green"), caption.index(", and"))], [(caption.rindex("small red"),
                                                                                    len(caption))]]
@@ -83,7 +85,7 @@ def test_collate_fine_drops_boxes_whose_phrase_is_truncated(tokenizer) -> None: 
     assert batch["pixel_values"].shape == (1, 3, 64, 64)
 
 
-def test_tokenize_checks_arguments(tokenizer) -> None:  # noqa: ANN001
+def test_tokenize_checks_arguments(tokenizer: PreTrainedTokenizerBase) -> None:
     with pytest.raises(ValueError, match="max_text_len"):
         tokenize(tokenizer, ["a"], 2)
     out = tokenize(tokenizer, ["a red circle"], 40, offsets=True)

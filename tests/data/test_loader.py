@@ -9,7 +9,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from fiber_fast.data import build_loader, load_tokenizer, train_tokenizer
+from fiber_fast.data import StageLoader, build_loader, load_tokenizer, train_tokenizer
 
 
 def _config(root: Path, fmt: str, **extra) -> dict:
@@ -18,7 +18,7 @@ def _config(root: Path, fmt: str, **extra) -> dict:
     return {**base, **extra}
 
 
-def _take(loader, count: int) -> list[dict[str, torch.Tensor]]:  # noqa: ANN001
+def _take(loader: StageLoader, count: int) -> list[dict[str, torch.Tensor]]:
     """``count`` batches, running over epoch ends as a step-based trainer does."""
     out: list[dict[str, torch.Tensor]] = []
     while len(out) < count:
@@ -38,7 +38,7 @@ def _assert_same(first: list[dict], second: list[dict]) -> None:
 
 
 @pytest.mark.parametrize("fmt,num_workers,stop", [
-    ("captions", 0, 7), ("captions", 0, 20), ("captions", 2, 23), ("grounding", 0, 4), ("shards", 2, 5),
+    ("captions", 0, 7), ("captions", 0, 20), ("captions", 2, 5), ("grounding", 0, 4), ("shards", 2, 5),
     ("shards3", 2, 9), ("shards3", 2, 12)])
 def test_kill_and_resume_sees_the_same_remaining_batches(synth_dir: Path, fmt: str, num_workers: int,
                                                          stop: int) -> None:
