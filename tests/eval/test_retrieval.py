@@ -90,6 +90,16 @@ def test_block_topk_equals_unblocked_and_keeps_only_k():
     assert retrieval.block_topk(queries, keys[:3], k=12)[1].shape == (50, 3)
 
 
+@pytest.mark.parametrize("num_keys", [4, 10, 11, 300])
+def test_block_topk_ties_equal_a_stable_sort(num_keys):
+    gen = torch.Generator().manual_seed(2)
+    queries = torch.randint(0, 3, (64, 1), generator=gen).float()
+    keys = torch.randint(-1, 2, (num_keys, 1), generator=gen).float()  # scores in {-2..2}: ties everywhere
+    scores, indices = retrieval.block_topk(queries, keys, k=10, block_size=16)
+    reference = torch.sort(queries @ keys.t(), dim=1, descending=True, stable=True)
+    assert torch.equal(indices, reference.indices[:, :10]) and torch.equal(scores, reference.values[:, :10])
+
+
 def test_rerank_with_an_oracle_fusion_score():
     # The fusion score knows the truth: 1 for a matching pair, 0 otherwise. After re-ranking the top k,
     # R@1 is the dual encoder's R@k for every query whose match is among its k candidates.
