@@ -51,8 +51,11 @@ def phrase_scores(cls_logits: torch.Tensor, token_map: torch.Tensor, score_agg: 
     if score_agg == "mean":
         counts = member.sum(dim=1).clamp(min=1).float()
         return probs @ member.float().t() / counts
-    return torch.stack([probs[:, row].amax(dim=1) if row.any() else probs.new_zeros(probs.shape[0])
-                        for row in member], dim=1) if member.shape[0] else probs.new_zeros(probs.shape[0], 0)
+    scores = probs.new_zeros(probs.shape[0], member.shape[0])
+    for phrase, row in enumerate(member):
+        if row.any():
+            scores[:, phrase] = probs[:, row].amax(dim=1)
+    return scores
 
 
 def clip_boxes(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:

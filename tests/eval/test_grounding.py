@@ -115,3 +115,11 @@ def test_bad_shapes_raise():
         grounding.decode_image(ANCHORS, CLS_LOGITS, REGRESSION, CENTERNESS, TOKEN_MAP, (40, 45), [1, 1])
     with pytest.raises(ValueError, match="same T"):
         grounding.phrase_scores(CLS_LOGITS, TOKEN_MAP[:, :3])
+
+
+def test_an_image_without_phrases_decodes_to_nothing():
+    det = grounding.decode_image(ANCHORS, CLS_LOGITS, REGRESSION, CENTERNESS, TOKEN_MAP[:0], (40, 45),
+                                 score_threshold=0.0)
+    assert det.boxes.shape == (0, 4) and det.labels.numel() == 0
+    hits = grounding.grounding_hits(det, torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), num_phrases=0)
+    assert hits.shape == (0, 2)
