@@ -58,7 +58,7 @@ class ShardDataset(IterableDataset):
     after this item)``.
     A sample without an image or caption, an undecodable image or an unreadable tar raises
     :class:`DataError` naming the shard and key, or with ``on_error="skip"`` is dropped and reported in
-    the next item's ``errors``.
+    the next item's ``errors`` (a truncated tar: its readable samples are kept, the break reported once).
     """
 
     def __init__(self, urls: list[str], transform: Callable[[Any], torch.Tensor] | None = None,
@@ -80,10 +80,18 @@ class ShardDataset(IterableDataset):
         self.errors: list[str] = []
 
     def _raw_samples(self, urls: list[str], pending: list[str]) -> Iterator[dict[str, Any]]:
+        """webdataset's raw samples of ``urls`` in order; an unreadable tar is reported once, then left."""
         for url in urls:
+            reported = False
+
             def on_tar_error(exn: Exception, url: str = url) -> bool:
-                reason = exn.args[0] if exn.args else repr(exn)
-                pending.append(handle(DataError("sample", url, f"unreadable tar ({reason})"), self.on_error))
+                nonlocal reported
+                if isinstance(exn, DataError):  # ours, raised one level down; webdataset appended to its args
+                    raise DataError(exn.kind, exn.source, exn.reason) from None
+                if not reported:
+                    reason = str(exn.args[0]).split(" @ ")[0] if exn.args else repr(exn)
+                    pending.append(handle(DataError("shard", url, f"unreadable tar ({reason})"), self.on_error))
+                    reported = True
                 return True
 
             yield from tarfile_samples([{"url": url}], handler=on_tar_error)

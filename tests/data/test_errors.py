@@ -121,3 +121,15 @@ def test_broken_shard_samples(synth_dir: Path, tmp_path: Path) -> None:
     items = list(ShardDataset([str(shard)], shuffle=False, on_error="skip"))
     assert len(items) == 2 and [i["_position"][1] for i in items] == [1, 4]
     assert len(items[1]["errors"]) == 2 and "has ['jpg', 'json']" in items[1]["errors"][1]
+
+
+def test_truncated_shard_is_reported_once(synth_dir: Path, tmp_path: Path) -> None:
+    source = next((synth_dir / "shards").glob("val-*.tar")).read_bytes()
+    shard = tmp_path / "cut-000000.tar"
+    shard.write_bytes(source[:len(source) // 2 + 100])
+    with pytest.raises(DataError, match=r"bad shard .*cut-000000.tar: unreadable tar \(unexpected end of data\)$"):
+        list(ShardDataset([str(shard)], shuffle=False))
+    items = list(ShardDataset([str(shard)], shuffle=False, on_error="skip"))
+    errors = [e for item in items for e in item["errors"]]
+    assert 0 < len(items) < 16 and len(errors) <= 2  # the break, and perhaps the sample it cut
+    assert sum("unreadable tar" in e for e in errors) == 1
