@@ -2,9 +2,10 @@
 
 Each image shows 1-3 coloured shapes (distinct colour+shape pairs) of two sizes on a plain or lightly
 textured background. Captions name every shape with its size and colour and relate the first two
-("a small red circle to the left of a large blue square, and a small green triangle"); each shape's
-phrase ("small red circle") is a character span of the grounding caption, its box the shape's
-bounding square. :func:`generate` writes the same scenes in the three formats the readers take:
+("a small red circle to the left of a large blue square, and a small green triangle") or place a lone
+one ("a large blue square at the top left"); each shape's phrase ("small red circle") is a character
+span of the grounding caption, its box the shape's bounding square. :func:`generate` writes the same
+scenes in the three formats the readers take:
 
     DIR/images/NNNNNN.jpg
     DIR/captions_{train,val}.json     COCO captions (images, annotations[{id, image_id, caption}])
@@ -37,7 +38,7 @@ SIZES: dict[str, tuple[float, float]] = {"small": (0.17, 0.24), "large": (0.34, 
 BACKGROUNDS: tuple[tuple[int, int, int], ...] = ((235, 235, 235), (225, 220, 205), (210, 220, 230), (200, 200, 200))
 RELATIONS: dict[str, str] = {"to the left of": "to the right of", "to the right of": "to the left of",
                              "above": "below", "below": "above"}
-CAPTIONS_PER_IMAGE = 2
+SHAPE_COUNTS, SHAPE_COUNT_P = (1, 2, 3), (0.2, 0.4, 0.4)
 
 
 @dataclass(frozen=True)
@@ -101,9 +102,17 @@ def _overlaps(a: tuple[int, int, int], b: tuple[int, int, int], margin: int) -> 
                 or a[1] + a[2] + margin <= b[1] or b[1] + b[2] + margin <= a[1])
 
 
-def sample_shapes(rng: np.random.Generator, size: int, max_shapes: int = 3) -> list[Shape]:
-    """1..max_shapes non-overlapping shapes with distinct (colour, kind) pairs (rejection sampling)."""
-    count = int(rng.integers(1, max_shapes + 1))
+def place(shape: Shape, size: int) -> str:
+    """Where a lone shape is: "at the top left", "at the bottom", "in the middle", ... (image thirds)."""
+    column = ("left", "", "right")[min(2, int(3 * shape.centre[0] / size))]
+    row = ("top", "", "bottom")[min(2, int(3 * shape.centre[1] / size))]
+    words = " ".join(w for w in (row, column) if w)
+    return f"at the {words}" if words else "in the middle"
+
+
+def sample_shapes(rng: np.random.Generator, size: int) -> list[Shape]:
+    """1-3 non-overlapping shapes (1 with p 0.2, 2 and 3 with 0.4) with distinct (colour, kind) pairs."""
+    count = int(rng.choice(SHAPE_COUNTS, p=SHAPE_COUNT_P))
     colours, kinds, sizes = list(COLOURS), list(SHAPES), list(SIZES)
     pairs = rng.permutation(len(colours) * len(kinds))[:count]
     shapes: list[Shape] = []
@@ -147,16 +156,18 @@ def draw(rng: np.random.Generator, size: int, shapes: list[Shape]) -> Image.Imag
 Mention = tuple[Shape, tuple[int, int]]  # a shape and its phrase's character span in a caption
 
 
-def captions_for(rng: np.random.Generator, shapes: list[Shape]) -> list[tuple[str, list[Mention]]]:
+def captions_for(rng: np.random.Generator, shapes: list[Shape], size: int) -> list[tuple[str, list[Mention]]]:
     """Two captions of one scene with their mentions: shapes in a random order, then reversed.
 
-    The first is the grounding caption. A single shape's second caption is "one <phrase>".
+    The first is the grounding caption. A lone shape is placed instead ("a small red circle at the top
+    left" and "at the top left, one small red circle"), so its captions still tell the images apart.
     """
     order = [shapes[i] for i in rng.permutation(len(shapes))]
     if len(order) == 1:
-        phrase = order[0].phrase
-        return [(f"a {phrase}", [(order[0], (2, 2 + len(phrase)))]),
-                (f"one {phrase}", [(order[0], (4, 4 + len(phrase)))])]
+        lone, phrase = order[0], order[0].phrase
+        where = place(lone, size)
+        return [(f"a {phrase} {where}", [(lone, (2, 2 + len(phrase)))]),
+                (f"{where}, one {phrase}", [(lone, (len(where) + 6, len(where) + 6 + len(phrase)))])]
     captions = []
     for shapes_in_order in (order, order[::-1]):
         caption, spans = describe(shapes_in_order)
@@ -182,7 +193,8 @@ def make_scenes(images: int, size: int, seed: int, quality: int = 90) -> list[Sc
         buffer = io.BytesIO()
         draw(rng, size, shapes).save(buffer, format="JPEG", quality=quality)
         image_id = index + 1
-        scenes.append(Scene(image_id, f"{image_id:06d}.jpg", buffer.getvalue(), shapes, captions_for(rng, shapes)))
+        captions = captions_for(rng, shapes, size)
+        scenes.append(Scene(image_id, f"{image_id:06d}.jpg", buffer.getvalue(), shapes, captions))
     return scenes
 
 

@@ -67,7 +67,13 @@ def test_phrases_boxes_and_relations_match_the_pixels(synth_dir: Path) -> None:
             assert w == h and 0 <= x and x + w <= SYNTH_SIZE and 0 <= y and y + h <= SYNTH_SIZE
             centre = pixels[int(y + h / 2), int(x + w / 2)]
             assert np.abs(centre - np.array(COLOURS[colour])).max() < 40, (entry["file_name"], colour, centre)
-        if len(anns) >= 2:
+        if len(anns) == 1:
+            x, y, w, _ = anns[0]["bbox"]
+            column = "left" if x + w / 2 < SYNTH_SIZE / 3 else "right" if x + w / 2 >= 2 * SYNTH_SIZE / 3 else ""
+            row = "top" if y + w / 2 < SYNTH_SIZE / 3 else "bottom" if y + w / 2 >= 2 * SYNTH_SIZE / 3 else ""
+            where = f"at the {' '.join(v for v in (row, column) if v)}" if row or column else "in the middle"
+            assert caption.endswith(f"{caption[slice(*anns[0]['tokens_positive'][0])]} {where}"), caption
+        else:
             a_end = anns[0]["tokens_positive"][0][1]
             relation_text = caption[a_end:anns[1]["tokens_positive"][0][0]].strip()
             (ax, ay, aw, _), (bx, by, bw, _) = anns[0]["bbox"], anns[1]["bbox"]
