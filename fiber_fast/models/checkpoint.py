@@ -200,15 +200,26 @@ def load_pretrained(model: nn.Module, path_or_state_dict: str | Path | Mapping[s
     return report
 
 
+def _own_tensor_names(model: nn.Module) -> set[str]:
+    """State-dict names of ``model`` with each tied parameter once (the first name in module order)."""
+    return set(dict(model.named_parameters())) | (set(dict(model.named_buffers())) & set(model.state_dict()))
+
+
 def save_checkpoint(model: nn.Module, path: str | Path) -> None:
-    """Write ``model``'s weights as safetensors with its ``FiberConfig`` (JSON) in the metadata
-    (tied weights are stored once)."""
-    from safetensors.torch import save_model
+    """Write ``model``'s weights as safetensors with its ``FiberConfig`` (JSON) in the metadata.
+
+    Tied weights are stored once. Every tensor is copied to its own storage first: a model whose
+    parameters are views into one flat buffer (DeepSpeed ZeRO-1/2) saves like any other.
+    """
+    from safetensors.torch import save_file
 
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"path must end in .safetensors, got {path}")
-    save_model(model, str(path), metadata={CONFIG_KEY: json.dumps(model.config.to_dict())})
+    names = _own_tensor_names(model)
+    tensors = {key: value.detach().cpu().contiguous().clone() for key, value in model.state_dict().items()
+               if key in names}
+    save_file(tensors, str(path), metadata={CONFIG_KEY: json.dumps(model.config.to_dict())})
 
 
 def read_checkpoint_config(path: str | Path) -> FiberConfig:
@@ -223,8 +234,15 @@ def read_checkpoint_config(path: str | Path) -> FiberConfig:
 
 
 def load_checkpoint(model: nn.Module, path: str | Path) -> None:
-    """Load a ``save_checkpoint`` file into ``model`` strictly (missing, unexpected or mis-shaped keys raise)."""
-    from safetensors.torch import load_model
+    """Load a ``save_checkpoint`` file into ``model`` strictly: missing or unexpected keys raise ``RuntimeError``
+    (as ``load_state_dict(strict=True)``), mis-shaped ones too."""
+    from safetensors.torch import load_file
 
     read_checkpoint_config(path)
-    load_model(model, str(path), strict=True)
+    state = load_file(str(path))
+    expected = _own_tensor_names(model)
+    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
+    if missing or unexpected:
+        raise RuntimeError(f"{path} does not match the model: missing {missing[:8]} ({len(missing)}), "
+                         f"unexpected {unexpected[:8]} ({len(unexpected)})")
+    model.load_state_dict(state, strict=False)  # tied names not in the file share a loaded parameter
