@@ -30,6 +30,7 @@ Config keys (defaults in brackets):
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -140,7 +141,7 @@ class StageLoader:
         self.next_stream = int(state.get("next_stream", 0))
         if self.sampler is not None:
             self.sampler.load_state_dict(state["sampler"])
-        self.errors.counts.update(state.get("errors", {}))
+        self.errors.counts = Counter(state.get("errors", {}))  # the saved counts include the construction-time ones
 
     @property
     def _num_workers(self) -> int:

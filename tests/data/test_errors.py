@@ -85,6 +85,10 @@ def test_malformed_grounding_annotations(broken_set: Path) -> None:
                            "min_sizes": [64], "max_size": 64, "on_error": "skip"})
     assert loader.errors.as_dict() == {"data_errors": 3, "data_errors/annotation": 3}
     assert len(list(loader)) == 1
+    resumed = build_loader({"root": str(broken_set), "split": "val", "format": "grounding", "batch_size": 2,
+                            "min_sizes": [64], "max_size": 64, "on_error": "skip"})
+    resumed.load_state_dict(loader.state_dict())
+    assert resumed.errors.total == 3  # restored, not added to the construction-time count
 
 
 def test_malformed_caption_annotation_and_json(tmp_path: Path) -> None:
