@@ -43,8 +43,9 @@ def _model_device(model: torch.nn.Module) -> torch.device:
 
 @torch.no_grad()
 def _embed_batch(model: torch.nn.Module, batch: Batch, new_rows: list[int], device: torch.device,
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """ITC features of the images in ``new_rows`` ``(M, E)`` and of every caption ``(B, E)``, fusion off.
+                 ) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """ITC features of the images in ``new_rows`` ``(M, E)`` (None when there are none) and of every caption
+    ``(B, E)``, fusion off.
 
     ``model.upper`` wants equal image and text batches; with fusion off the streams do not interact, so the
     image pass pairs the new images with any captions and the text pass pairs captions with any image.
@@ -59,7 +60,7 @@ def _embed_batch(model: torch.nn.Module, batch: Batch, new_rows: list[int], devi
         out = model.upper(img, txt, fusion=False)
         image_feat, text_feat, _ = model.itc_head(out.image_embeds, out.text_embeds)
         return image_feat, text_feat
-    image_feat = input_ids.new_zeros(0)
+    image_feat = None
     if new_rows:
         out = model.upper(img, txt.select(rows), fusion=False)
         image_feat = model.itc_head(out.image_embeds, out.text_embeds)[0]
@@ -89,7 +90,8 @@ def compute_retrieval_embeddings(model: torch.nn.Module, loader: Iterable[Batch]
                 new_rows.append(row)
         image_feat, text_feat = _embed_batch(model, batch, new_rows, device)
         image_ids += [ids[row] for row in new_rows]
-        image_feats.append(image_feat.float().cpu())
+        if image_feat is not None:
+            image_feats.append(image_feat.float().cpu())
         text_feats.append(text_feat.float().cpu())
         text_ids += ids
         if keep_inputs:
