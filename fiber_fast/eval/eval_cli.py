@@ -41,6 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-text-len", type=int, metavar="T", help="default: the model config's max_text_len")
     parser.add_argument("--rerank-k", type=int, default=0, metavar="K", help="retrieval: also re-rank the top K "
                         "with the fusion encoder's ITM score (rerank_* keys); 0 = off (default)")
+    parser.add_argument("--merge-boxes", action="store_true", help="grounding: MDETR's merged-boxes protocol "
+                        "(a phrase's true boxes replaced by their enclosing box) instead of any-box")
     parser.add_argument("--block-size", type=int, default=1024, metavar="N",
                         help="retrieval: query rows per similarity block (1024)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available, per LOCAL_RANK)")
@@ -101,7 +103,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
                                             pad_token_id=tokenizer.pad_token_id), **used}
     used.update(min_size=sizes["min_size"], max_size=sizes["max_size"])
     if args.task == "grounding":
-        return {**runner.evaluate_grounding(model, loader), **used}
+        return {**runner.evaluate_grounding(model, loader, merge_boxes=args.merge_boxes), **used,
+                "protocol": "merged-boxes" if args.merge_boxes else "any-box"}
     ground_truth = load_coco(args.annotations or Path(args.data) / f"grounding_{args.split}.json")
     categories = sorted(ground_truth.cats.values(), key=lambda c: c["id"])
     prompt, token_map = category_token_map(tokenizer, [c["name"] for c in categories], sizes["max_text_len"])

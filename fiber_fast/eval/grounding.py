@@ -9,10 +9,12 @@ and the best ``pre_nms_top_n`` of each level are decoded with the GLIP box coder
 (``[0, w - 1] x [0, h - 1]``, GLIP's +1 convention); NMS per phrase (``torchvision.ops.batched_nms``) at
 ``nms_threshold``; the best ``max_detections`` survive.
 
-Grounding metric: the Flickr30k-entities "any box" protocol that MDETR (``flickr_eval.py``, ``merge_boxes``
-off) and GLIP report: each phrase's predicted boxes are sorted by score; the phrase is a hit at K when any of
-its K best boxes has IoU >= 0.5 with any of its ground-truth boxes (a phrase with no box predicted is a miss).
-Recall@K = hits / phrases, over all phrases of all images. IoU without +1 (``torchvision.ops.box_iou``).
+Grounding metric: the Flickr30k-entities "any box" protocol of MDETR's ``flickr_eval.py`` (``merge_boxes``
+off; the protocol MDETR calls ANY-BOX): each phrase's predicted boxes are sorted by score; the phrase is a hit
+at K when any of its K best boxes has IoU >= 0.5 with any of its ground-truth boxes (a phrase with no box
+predicted is a miss). Recall@K = hits / phrases, over all phrases of all images. ``merge_boxes=True`` gives
+MDETR's MERGED-BOXES protocol instead (a phrase's ground-truth boxes replaced by their enclosing box). IoU
+without +1 (``torchvision.ops.box_iou``, as MDETR's numpy copy of it).
 """
 
 from __future__ import annotations
@@ -142,8 +144,10 @@ def phrases_from_positive_map(positive_map: torch.Tensor, box_mask: torch.Tensor
 
 
 def grounding_hits(detections: Detections, gt_boxes: torch.Tensor, gt_phrases: torch.Tensor, num_phrases: int,
-                   ks: Sequence[int] = (1, 5), iou_threshold: float = 0.5) -> torch.Tensor:
-    """Hit table ``(P, len(ks))`` bool of one image under the "any box" protocol (module docstring).
+                   ks: Sequence[int] = (1, 5), iou_threshold: float = 0.5, merge_boxes: bool = False,
+                   ) -> torch.Tensor:
+    """Hit table ``(P, len(ks))`` bool of one image under the "any box" (or, with ``merge_boxes``, the
+    "merged boxes") protocol (module docstring).
 
     gt_boxes ``(G, 4)`` xyxy, gt_phrases ``(G,)`` int64 in ``[0, num_phrases)``; detections.labels index the
     same phrases. A phrase without ground-truth boxes is counted as a miss.
@@ -157,6 +161,8 @@ def grounding_hits(detections: Detections, gt_boxes: torch.Tensor, gt_phrases: t
         truth = gt_boxes[gt_phrases == phrase].float()
         if not mine.any() or truth.shape[0] == 0:
             continue
+        if merge_boxes:
+            truth = torch.cat([truth[:, :2].amin(dim=0), truth[:, 2:].amax(dim=0)])[None]
         order = torch.sort(detections.scores[mine], descending=True, stable=True).indices
         best = box_iou(detections.boxes[mine][order].float(), truth.to(detections.boxes.device)).amax(dim=1)
         for j, k in enumerate(ks):

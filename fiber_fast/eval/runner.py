@@ -208,9 +208,10 @@ def _head_output(model: torch.nn.Module, pixel_values: torch.Tensor, input_ids: 
 
 @torch.no_grad()
 def evaluate_grounding(model: torch.nn.Module, loader: Iterable[Batch], ks: Sequence[int] = (1, 5),
-                       iou_threshold: float = 0.5, score_threshold: float = 0.0, **decode_options: object,
-                       ) -> dict[str, float]:
-    """Phrase-grounding Recall@K ("any box" protocol, ``grounding.py``) of ``model`` on fine batches.
+                       iou_threshold: float = 0.5, score_threshold: float = 0.0, merge_boxes: bool = False,
+                       **decode_options: object) -> dict[str, float]:
+    """Phrase-grounding Recall@K ("any box" protocol, or "merged boxes" with ``merge_boxes``; ``grounding.py``)
+    of ``model`` on fine batches.
 
     Phrases are the distinct ``positive_map`` rows of each image's real boxes. ``score_threshold`` defaults
     to 0 (every anchor competes; recall is a ranking metric); other decode options as
@@ -226,7 +227,8 @@ def evaluate_grounding(model: torch.nn.Module, loader: Iterable[Batch], ks: Sequ
                                   score_threshold=score_threshold, **decode_options)
         for b, (phrases, box_phrase) in enumerate(groups):
             gt_boxes = batch["boxes"][b][batch["box_mask"][b]]
-            hits.append(grounding_hits(detections[b], gt_boxes, box_phrase, phrases.shape[0], ks, iou_threshold))
+            hits.append(grounding_hits(detections[b], gt_boxes, box_phrase, phrases.shape[0], ks, iou_threshold,
+                                       merge_boxes))
     return grounding_recall([h for part in gather_objects(hits) for h in part], ks)
 
 

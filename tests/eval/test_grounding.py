@@ -106,6 +106,14 @@ def test_grounding_recall_any_box_protocol():
     assert got == {"grounding_r1": 0.25, "grounding_r5": 0.5, "grounding_r10": 0.75, "num_phrases": 4}
     with pytest.raises(ValueError, match="no phrases"):
         grounding.grounding_recall([])
+    # Merged boxes: phrase 0's truth becomes (0, 0, 30, 30); its second box (20, 20, 30, 25) has IoU 50 / 900.
+    # A box covering both true boxes is a hit only there.
+    merged_rows = [(0.9, [0.0, 0.0, 30.0, 30.0], 0), (0.8, [20.0, 20.0, 30.0, 25.0], 0)]
+    det = Detections(boxes=torch.tensor([r[1] for r in merged_rows]), scores=torch.tensor([r[0] for r in merged_rows]),
+                     labels=torch.tensor([r[2] for r in merged_rows]))
+    any_box = grounding.grounding_hits(det, gt_boxes[:2], gt_phrases[:2], num_phrases=1, ks=(1, 2))
+    merged = grounding.grounding_hits(det, gt_boxes[:2], gt_phrases[:2], num_phrases=1, ks=(1, 2), merge_boxes=True)
+    assert any_box.tolist() == [[False, True]] and merged.tolist() == [[True, True]]
 
 
 def test_bad_shapes_raise():
