@@ -190,7 +190,9 @@ def train(cfg: TrainConfig, options: RunOptions) -> int:
         lr = float(engine.get_lr()[0])
         totals: dict[str, torch.Tensor] = {}
         for _ in range(accum):
-            losses = engine(_to_device(next(batches), engine.device, dtype))
+            with torch.random.fork_rng(devices=[]):  # DataLoader iterators draw a seed: keep the training stream
+                batch = next(batches)
+            losses = engine(_to_device(batch, engine.device, dtype))
             engine.backward(losses["loss"])
             engine.step()
             for key, value in losses.items():

@@ -23,20 +23,20 @@ def test_itm_pairs_layout_and_exclusions():
 
 
 def test_itm_sampling_follows_softmax_weights():
-    """Empirical frequencies of 20000 draws match softmax(sim) + 1e-5 renormalised over other images."""
+    """Empirical frequencies of 400 draws per row match softmax(sim) + 1e-5 renormalised over other images."""
     sim = torch.tensor([[2.0, 1.0, 0.0, -1.0], [0.5, 3.0, 0.0, 1.0], [0.0, 0.0, 1.0, 2.0], [1.0, -2.0, 0.0, 4.0]])
     ids = torch.arange(4)
     counts_text = torch.zeros(4, 4)
     counts_image = torch.zeros(4, 4)
     generator = torch.Generator().manual_seed(0)
-    for _ in range(2000):
+    for _ in range(400):
         pairs = sample_itm_pairs(sim, ids, generator=generator)
         counts_text[torch.arange(4), pairs.text_index[4:8]] += 1
         counts_image[pairs.text_index[8:], pairs.image_index[8:]] += 1
     for counts, matrix in ((counts_text, sim), (counts_image, sim.t())):
         want = (F.softmax(matrix, 1) + WEIGHT_FLOOR) * (1 - torch.eye(4))
         want = want / want.sum(1, keepdim=True)
-        assert torch.allclose(counts / 2000, want, atol=0.04)
+        assert torch.allclose(counts / 400, want, atol=0.08)
         assert counts.diagonal().sum() == 0
 
 
