@@ -194,3 +194,37 @@ def test_config_round_trip(tmp_path: object) -> None:
 def test_bad_config(overrides: dict[str, object], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         FiberConfig.preset("tiny", **overrides)
+
+
+def test_dual_encoder_costs_the_two_backbones() -> None:
+    """fusion=False counts the FLOPs of timm's Swin (forward_features) plus HF's RobertaModel, no more."""
+    import timm
+    from torch.utils.flop_counter import FlopCounterMode
+    from transformers import RobertaConfig, RobertaModel
+
+    cfg = tiny()
+    image, text = cfg.image, cfg.text
+    swin = timm.models.swin_transformer.SwinTransformer(
+        img_size=image.img_size, patch_size=image.patch_size, embed_dim=image.embed_dim, depths=image.depths,
+        num_heads=image.num_heads, window_size=image.window_size, num_classes=0)
+    roberta = RobertaModel(RobertaConfig(vocab_size=text.vocab_size, hidden_size=text.hidden_size,
+                                         num_hidden_layers=text.num_hidden_layers,
+                                         num_attention_heads=text.num_attention_heads,
+                                         intermediate_size=text.intermediate_size,
+                                         max_position_embeddings=text.max_position_embeddings, type_vocab_size=1),
+                           add_pooling_layer=False)
+    model = build_fiber(cfg, eager=True)
+    pixels, ids, mask = inputs(cfg, batch=2, height=64, width=64, tokens=9)
+
+    def flops(fn: object) -> int:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            fn()
+        return counter.get_total_flops()
+
+    ours = flops(lambda: model(pixels, ids, mask, fusion=False))
+    backbones = flops(lambda: swin.forward_features(pixels))
+    backbones += flops(lambda: roberta(input_ids=ids, attention_mask=mask))
+    fused = flops(lambda: model(pixels, ids, mask, fusion=True))
+    print(f"dual encoder {ours / 1e6:.2f} MFLOP, timm Swin + HF RoBERTa {backbones / 1e6:.2f} MFLOP, "
+          f"fusion on {fused / 1e6:.2f} MFLOP")
+    assert ours == backbones and fused > ours
