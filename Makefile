@@ -1,19 +1,25 @@
-# The two entry points of the README. Each creates .venv (if missing) and installs what it needs,
-# so both work on a fresh machine. TORCH pins the CUDA build of torch that can compile csrc/.
+# The entry points of the README. Each creates .venv (if missing) and installs what it needs,
+# so each works on a fresh machine. TORCH pins the CUDA build of torch that can compile csrc/.
 PYTHON ?= python3
 VENV ?= .venv
 TORCH ?= torch==2.14.1
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: bench test lint
+.PHONY: demo bench test lint
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip setuptools wheel
 	$(PIP) install -q "$(TORCH)"
 
-# Main job: install and run the microbenchmarks on this machine's paths (CPU here).
+# Main job: synthetic data -> coarse -> fine training under DeepSpeed (2 CPU ranks) -> evaluation,
+# table and pictures. DEMO_ARGS go to `fiber-fast demo` (e.g. DEMO_ARGS="--out /tmp/demo").
+demo: $(PY)
+	$(PIP) install -q --no-build-isolation -e ".[train]"
+	$(VENV)/bin/fiber-fast demo $(DEMO_ARGS)
+
+# Microbenchmarks of the kernels on this machine's paths (CPU here).
 bench: $(PY)
 	$(PIP) install -q --no-build-isolation -e ".[bench]"
 	$(VENV)/bin/fiber-fast bench --quick

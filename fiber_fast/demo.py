@@ -1,0 +1,259 @@
+"""``fiber-fast demo``: synthetic data -> coarse -> fine training under DeepSpeed -> evaluation, table, pictures.
+
+The README's main job (``make demo``). Every step is a real entry point of the project:
+
+1. ``fiber-fast data synth`` writes images of coloured shapes, captions, boxes with phrase spans and a BPE
+   tokenizer (``--data`` points the demo at an existing data root of the same layout instead).
+2. The untrained model (the fine run's model at its initialisation, as the trainer seeds it) is evaluated.
+3. ``fiber-fast train --stage coarse`` (ITC + ITM + MLM) on ``--ranks`` processes under ``torchrun`` with
+   the DeepSpeed JSON (gloo on CPUs); retrieval is evaluated. Grounding "after coarse" is the fine model
+   initialised from the coarse weights (what ``--init`` starts the fine run from: the head is untrained).
+4. ``fiber-fast train --stage fine --init COARSE`` (FPN + ATSS head); retrieval and grounding are evaluated.
+5. ``OUT/summary.json`` = ``{"chance", "untrained", "coarse", "fine"}``, each with ``i2t_r1/5/10``,
+   ``t2i_r1/5/10``, ``grounding_r1/5`` in [0, 1]; the table is printed; ``OUT/loss_curves.png``,
+   ``OUT/grounding_grid.png`` and ``OUT/retrieval_example.png`` are drawn.
+
+Chance levels: retrieval, the expected recall of a random ranking (``eval.retrieval.chance_recall``);
+grounding, the expected recall of a random ranking of the model's own candidates (its anchors): for a
+phrase with ``m`` of the ``A`` anchors at IoU >= 0.5 with one of its boxes, ``1 - C(A - m, k) / C(A, k)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CHECKOUT = Path(__file__).resolve().parent.parent
+METRIC_KEYS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "grounding_r1", "grounding_r5")
+ROWS = ("chance", "untrained", "coarse", "fine")
+EPILOG = """\
+real data and bigger models:
+  The demo runs the project's trainer and evaluator on a synthetic set. The same commands train on real
+  data: point --data at a folder of the same layout (captions_{train,val}.json in COCO-captions format,
+  grounding_{train,val}.json in MDETR format, images/, and tokenizer/ holding e.g. roberta-base's tokenizer
+  saved with save_pretrained), and give run configs with a bigger preset and real sizes
+  (model: {preset: base-coarse} with data: {image_size: 384}; model: {preset: base-fine} with
+  data: {min_sizes: [480, 512, ..., 800], max_size: 1333}):
+    fiber-fast demo --data /data/vlp --coarse-config my_coarse.yaml --fine-config my_fine.yaml --out runs/demo
+  On GPUs, run the stages with DeepSpeed's launcher, one process per GPU, many nodes through a hostfile:
+    deepspeed --hostfile hosts --module fiber_fast train --stage coarse --config my_coarse.yaml \\
+        --data /data/vlp --out runs/coarse --deepspeed configs/deepspeed/zero2.json
+    deepspeed --hostfile hosts --module fiber_fast train --stage fine --config my_fine.yaml \\
+        --data /data/vlp --out runs/fine --deepspeed configs/deepspeed/zero2.json --init runs/coarse
+    fiber-fast eval --task grounding --checkpoint runs/fine --data /data/vlp
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``demo`` options."""
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = EPILOG
+    parser.add_argument("--out", default="demo_out", metavar="DIR", help="output folder (default: demo_out)")
+    parser.add_argument("--data", metavar="DIR",
+                        help="an existing data root (default: write the synthetic set to OUT/data)")
+    parser.add_argument("--images", type=int, default=1200, metavar="N", help="synthetic images (default 1200)")
+    parser.add_argument("--coarse-config", default=str(CHECKOUT / "configs/demo/coarse.yaml"), metavar="FILE",
+                        help="run YAML of the coarse stage (default: configs/demo/coarse.yaml)")
+    parser.add_argument("--fine-config", default=str(CHECKOUT / "configs/demo/fine.yaml"), metavar="FILE",
+                        help="run YAML of the fine stage (default: configs/demo/fine.yaml)")
+    parser.add_argument("--deepspeed", default=str(CHECKOUT / "configs/deepspeed/zero2.json"), metavar="FILE",
+                        help="DeepSpeed JSON of both stages (default: configs/deepspeed/zero2.json)")
+    parser.add_argument("--ranks", type=int, default=2, metavar="N", help="training processes (default 2)")
+    parser.add_argument("--coarse-steps", type=int, metavar="N", help="override the coarse config's max_steps")
+    parser.add_argument("--fine-steps", type=int, metavar="N", help="override the fine config's max_steps")
+
+
+_STARTED = time.perf_counter()
+
+
+def _announce(message: str) -> None:
+    print(f"\n== fiber-fast demo [{time.perf_counter() - _STARTED:.0f} s]: {message}", flush=True)
+
+
+NOISE = ("[rank", "[20", "W1", "I1", "  warnings.warn", "  return ")  # launcher and library chatter: log only
+
+
+def _run(command: Sequence[str], log: Path) -> None:
+    """Run ``command`` with its output on the terminal and in ``log``; raise naming the log on failure.
+
+    Progress bars redraw every 10 s (``TQDM_MININTERVAL``): the terminal gets a line per redraw.
+    """
+    log.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "TQDM_MININTERVAL": "10"}
+    with open(log, "w", encoding="utf-8") as sink, subprocess.Popen(
+            list(command), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=env) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            sink.write(line)
+            if line.strip() and not line.startswith(NOISE) and "Warning" not in line:
+                print(line, end="", flush=True)
+        code = proc.wait()
+    if code != 0:
+        raise RuntimeError(f"`{' '.join(command)}` exited with {code}; its output is in {log}")
+
+
+def train_command(stage: str, config: str, data: Path, run_dir: Path, deepspeed: str, ranks: int,
+                  max_steps: int | None, init: Path | None = None) -> list[str]:
+    """``torchrun --nproc_per_node RANKS -m fiber_fast train ...`` for one stage."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}",
+               "-m", "fiber_fast", "train", "--stage", stage, "--config", config, "--data", str(data),
+               "--out", str(run_dir), "--deepspeed", deepspeed]
+    command += ["--max-steps", str(max_steps)] if max_steps else []
+    return command + (["--init", str(init)] if init else [])
+
+
+class Evaluator:
+    """Evaluates models of the fine config on the val split: retrieval at the coarse stage's image size,
+    grounding at the fine stage's largest shorter side."""
+
+    def __init__(self, data: Path, coarse_config: str, fine_config: str) -> None:
+        from fiber_fast.data import load_tokenizer
+        from fiber_fast.train.config import load_config
+
+        self.data = data
+        self.coarse, self.fine = load_config(coarse_config, "coarse"), load_config(fine_config, "fine")
+        self.tokenizer = load_tokenizer(data / "tokenizer")
+
+    def fine_model(self, init_state: dict[str, torch.Tensor] | None = None) -> torch.nn.Module:
+        """The fine run's model at its initialisation (seeded as the trainer seeds it), with ``init_state``
+        copied in where names and shapes match (``--init``)."""
+        from fiber_fast.train.checkpoint import load_shared_weights
+        from fiber_fast.train.engine import seed_everything
+        from fiber_fast.train.trainer import build_task
+
+        seed_everything(self.fine.seed)
+        model = build_task(self.fine, self.tokenizer).model
+        if init_state is not None:
+            load_shared_weights(model, init_state)
+        return model.eval()
+
+    def loader(self, task: str, batch_size: int) -> Any:
+        from fiber_fast.eval.loading import eval_loader
+
+        max_text_len = int(self.fine.data.get("max_text_len", 256))
+        if task == "retrieval":
+            return eval_loader(task, self.data, "val", self.tokenizer, batch_size, max_text_len,
+                               image_size=int(self.coarse.data.get("image_size", 384)))
+        return eval_loader(task, self.data, "val", self.tokenizer, batch_size, max_text_len,
+                           min_size=int(max(self.fine.data.get("min_sizes", [800]))),
+                           max_size=int(self.fine.data.get("max_size", 1333)))
+
+    def metrics(self, model: torch.nn.Module, grounding: bool = True) -> dict[str, float]:
+        from fiber_fast.eval.runner import evaluate_grounding, evaluate_retrieval
+
+        found = evaluate_retrieval(model, self.loader("retrieval", 32), pad_token_id=self.tokenizer.pad_token_id)
+        if grounding:
+            found.update(evaluate_grounding(model, self.loader("grounding", 8)))
+        return {key: float(found[key]) for key in METRIC_KEYS if key in found}
+
+    def chance(self, model: torch.nn.Module) -> dict[str, float]:
+        """Chance levels of retrieval (random ranking) and grounding (random ranking of the anchors)."""
+        from fiber_fast.data import read_coco_captions
+        from fiber_fast.eval.retrieval import chance_recall
+
+        records, _ = read_coco_captions(self.data / "captions_val.json")
+        images: dict[int, int] = {}
+        for record in records:
+            images[record.image_id] = images.get(record.image_id, 0) + 1
+        out = chance_recall(len(images), list(images.values()))
+        out.update(grounding_chance(model, self.loader("grounding", 8)))
+        return out
+
+
+@torch.no_grad()
+def grounding_chance(model: torch.nn.Module, loader: Any, ks: Sequence[int] = (1, 5),
+                     iou_threshold: float = 0.5) -> dict[str, float]:
+    """Expected phrase-grounding Recall@K of a random ranking of ``model``'s anchors, per phrase averaged."""
+    from torchvision.ops import box_iou
+
+    from fiber_fast.eval.grounding import phrases_from_positive_map
+
+    totals = torch.zeros(len(ks), dtype=torch.float64)
+    phrases_seen = 0
+    for batch in loader:
+        out = model(batch["pixel_values"], batch["input_ids"], batch["attention_mask"], fusion=True)
+        anchors = model.grounding_head(out).anchors.float()
+        for b in range(batch["pixel_values"].shape[0]):
+            phrases, box_phrase = phrases_from_positive_map(batch["positive_map"][b], batch["box_mask"][b])
+            iou = box_iou(anchors, batch["boxes"][b][batch["box_mask"][b]].float())  # (A, G)
+            total = anchors.shape[0]
+            for phrase in range(phrases.shape[0]):
+                good = int((iou[:, box_phrase == phrase] >= iou_threshold).any(dim=1).sum())
+                for j, k in enumerate(ks):
+                    miss = 1.0
+                    for i in range(min(k, total)):  # C(A - m, k) / C(A, k) as a product
+                        miss *= max(total - good - i, 0) / (total - i)
+                    totals[j] += 1.0 - miss
+                phrases_seen += 1
+    return {f"grounding_r{k}": float(totals[j] / max(phrases_seen, 1)) for j, k in enumerate(ks)}
+
+
+def format_table(summary: dict[str, dict[str, float]]) -> str:
+    """The demo's table: one row per model state, recall in percent."""
+    header = f"{'':<10}" + "".join(f"{key:>14}" for key in METRIC_KEYS)
+    lines = [header, "-" * len(header)]
+    for row in ROWS:
+        values = summary[row]
+        lines.append(f"{row:<10}" + "".join(f"{100 * values[key]:>13.1f}%" for key in METRIC_KEYS))
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo; returns 0, or 1 with the failing step's log named."""
+    from fiber_fast.demo_pictures import draw_grounding_grid, draw_loss_curves, draw_retrieval_example
+    from fiber_fast.train.checkpoint import read_init_state
+
+    started = time.perf_counter()
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    data = Path(args.data).resolve() if args.data else out / "data"
+    try:
+        if not args.data:
+            _announce(f"writing the synthetic set ({args.images} images) to {data}")
+            _run([sys.executable, "-m", "fiber_fast", "data", "synth", "--out", str(data), "--images",
+                  str(args.images)], out / "logs" / "synth.log")
+        evaluator = Evaluator(data, args.coarse_config, args.fine_config)
+        _announce("evaluating the untrained model")
+        untrained = evaluator.fine_model()
+        summary = {"chance": evaluator.chance(untrained), "untrained": evaluator.metrics(untrained)}
+
+        _announce(f"coarse stage: ITC + ITM + MLM on {args.ranks} ranks under DeepSpeed ({args.deepspeed})")
+        coarse_run = out / "coarse"
+        _run(train_command("coarse", args.coarse_config, data, coarse_run, args.deepspeed, args.ranks,
+                           args.coarse_steps), out / "logs" / "coarse.log")
+        _announce("evaluating after the coarse stage")
+        after_coarse = evaluator.fine_model(read_init_state(coarse_run))
+        summary["coarse"] = evaluator.metrics(after_coarse)
+
+        _announce("fine stage: FPN + ATSS grounding head, initialised from the coarse run")
+        fine_run = out / "fine"
+        _run(train_command("fine", args.fine_config, data, fine_run, args.deepspeed, args.ranks, args.fine_steps,
+                           init=coarse_run), out / "logs" / "fine.log")
+        _announce("evaluating after the fine stage")
+        fine_model = evaluator.fine_model(read_init_state(fine_run))
+        summary["fine"] = evaluator.metrics(fine_model)
+    except (RuntimeError, FileNotFoundError, ValueError) as error:
+        print(f"fiber-fast demo: {error}", file=sys.stderr)
+        return 1
+
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    pictures = [draw_loss_curves([coarse_run / "metrics.jsonl", fine_run / "metrics.jsonl"], ["coarse", "fine"],
+                                 out / "loss_curves.png"),
+                draw_grounding_grid(fine_model, evaluator.loader("grounding", 8), evaluator.tokenizer,
+                                    out / "grounding_grid.png"),
+                draw_retrieval_example(fine_model, evaluator.loader("retrieval", 32), evaluator.tokenizer,
+                                       out / "retrieval_example.png")]
+    print("\n" + format_table(summary))
+    print(f"\nRecall in percent on the val split ({data}); chance = a random ranking. summary: {out / 'summary.json'}")
+    print("pictures: " + ", ".join(str(path) for path in pictures))
+    print(f"fiber-fast demo: done in {time.perf_counter() - started:.0f} s")
+    return 0
