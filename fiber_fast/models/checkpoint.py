@@ -195,9 +195,20 @@ def load_pretrained(model: nn.Module, path_or_state_dict: str | Path | Mapping[s
             raise ValueError(f"{key} (-> {target}) has shape {tuple(value.shape)}, the model expects {tuple(expected)}")
         mapped[target] = value
     model.load_state_dict(mapped, strict=False)
-    loaded = {model_state[key].data_ptr() for key in mapped}
-    report.missing = [key for key, value in model_state.items() if value.data_ptr() not in loaded]
+    owner = _tensor_owners(model)
+    loaded = {owner.get(key, key) for key in mapped}
+    report.missing = [key for key in model_state if owner.get(key, key) not in loaded]
     return report
+
+
+def _tensor_owners(model: nn.Module) -> dict[str, str]:
+    """State-dict key -> the first key of the same Parameter/buffer object (tied weights share one owner)."""
+    first: dict[int, str] = {}
+    owners = {}
+    named = [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]
+    for name, tensor in named:
+        owners[name] = first.setdefault(id(tensor), name)
+    return owners
 
 
 def _own_tensor_names(model: nn.Module) -> set[str]:
