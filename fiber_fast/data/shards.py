@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import glob
 import json
+import os
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,6 +31,7 @@ from fiber_fast.data.errors import DataError, check_on_error, handle
 from fiber_fast.data.images import decode_image_bytes
 
 IMAGE_SUFFIXES: tuple[str, ...] = ("jpg", "jpeg", "png", "webp")
+TAR_BLOCK = 512
 
 
 def list_shards(pattern: str | Path) -> list[str]:
@@ -83,6 +85,11 @@ class ShardDataset(IterableDataset):
         """webdataset's raw samples of ``urls`` in order; an unreadable tar is reported once, then left."""
         for url in urls:
             reported = False
+            if os.path.isfile(url) and os.path.getsize(url) % TAR_BLOCK:
+                # tarfile reads a cut inside a header block as a clean end; the size gives such a cut away
+                pending.append(handle(DataError("shard", url, f"unreadable tar (size {os.path.getsize(url)} is not "
+                                                f"a multiple of {TAR_BLOCK} bytes: truncated)"), self.on_error))
+                reported = True
 
             def on_tar_error(exn: Exception, url: str = url) -> bool:
                 nonlocal reported

@@ -128,15 +128,28 @@ def test_broken_shard_samples(synth_dir: Path, tmp_path: Path) -> None:
 
 
 def test_truncated_shard_is_reported_once(synth_dir: Path, tmp_path: Path) -> None:
-    """Cut inside the 6th sample's JPEG data (a cut inside a header block reads as a clean end to tarfile)."""
+    """Cut at a block boundary inside the 6th sample's JPEG data: tarfile finds the end of data missing."""
     path = next((synth_dir / "shards").glob("val-*.tar"))
     with tarfile.open(path) as tar:
         member = [m for m in tar.getmembers() if m.name.endswith(".jpg")][5]
+    assert member.size > 512
     shard = tmp_path / "cut-000000.tar"
-    shard.write_bytes(path.read_bytes()[:member.offset_data + member.size // 2])
+    shard.write_bytes(path.read_bytes()[:member.offset_data + 512])
     with pytest.raises(DataError, match=r"bad shard .*cut-000000.tar: unreadable tar \(unexpected end of data\)$"):
         list(ShardDataset([str(shard)], shuffle=False))
     items = list(ShardDataset([str(shard)], shuffle=False, on_error="skip"))
     errors = [e for item in items for e in item["errors"]]
     assert len(items) == 5 and len(errors) <= 2  # the break, and perhaps the sample it cut
     assert sum("unreadable tar" in e for e in errors) == 1
+
+
+def test_shard_cut_inside_a_header_is_reported(synth_dir: Path, tmp_path: Path) -> None:
+    path = next((synth_dir / "shards").glob("val-*.tar"))
+    with tarfile.open(path) as tar:
+        member = tar.getmembers()[9]
+    shard = tmp_path / "cut-000000.tar"
+    shard.write_bytes(path.read_bytes()[:member.offset + 100])  # 100 bytes into the 10th member's header
+    with pytest.raises(DataError, match=r"cut-000000.tar: unreadable tar \(size \d+ is not a multiple of 512"):
+        list(ShardDataset([str(shard)], shuffle=False))
+    items = list(ShardDataset([str(shard)], shuffle=False, on_error="skip"))
+    assert len(items) == 3 and sum(len(item["errors"]) for item in items) == 1
