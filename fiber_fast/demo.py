@@ -179,9 +179,14 @@ def grounding_chance(model: torch.nn.Module, loader: Any, ks: Sequence[int] = (1
 
     totals = torch.zeros(len(ks), dtype=torch.float64)
     phrases_seen = 0
+    anchors_of: dict[tuple[int, ...], torch.Tensor] = {}  # the anchors depend on the padded input size only
     for batch in loader:
-        out = model(batch["pixel_values"], batch["input_ids"], batch["attention_mask"], fusion=True)
-        anchors = model.grounding_head(out).anchors.float()
+        size = tuple(batch["pixel_values"].shape[-2:])
+        if size not in anchors_of:
+            first = {key: batch[key][:1] for key in ("pixel_values", "input_ids", "attention_mask")}
+            out = model(first["pixel_values"], first["input_ids"], first["attention_mask"], fusion=True)
+            anchors_of[size] = model.grounding_head(out).anchors.float()
+        anchors = anchors_of[size]
         for b in range(batch["pixel_values"].shape[0]):
             phrases, box_phrase = phrases_from_positive_map(batch["positive_map"][b], batch["box_mask"][b])
             iou = box_iou(anchors, batch["boxes"][b][batch["box_mask"][b]].float())  # (A, G)
