@@ -163,12 +163,14 @@ def _read_deepspeed(folder: Path, tag: str) -> dict[str, torch.Tensor]:
 def load_shared_weights(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, list[str]]:
     """Copy every entry of ``state`` whose name and shape match ``model``'s; report the rest.
 
-    Returns ``{"loaded", "missing" (model keys not in state), "unexpected" (state keys not in model),
+    Returns ``{"loaded", "missing" (model keys not in state; a tied alias of a loaded tensor, e.g. the
+    MLM decoder of the word embeddings, counts as loaded), "unexpected" (state keys not in model),
     "mismatched" (same name, other shape)}``.
     """
-    own = model.state_dict()
+    own = model.state_dict(keep_vars=True)
     shared = {k: v for k, v in state.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
     model.load_state_dict(shared, strict=False)
-    return {"loaded": sorted(shared), "missing": sorted(set(own) - set(state)),
-            "unexpected": sorted(set(state) - set(own)),
+    loaded_storage = {own[k].data_ptr() for k in shared}
+    missing = [k for k in own if k not in state and own[k].data_ptr() not in loaded_storage]
+    return {"loaded": sorted(shared), "missing": sorted(missing), "unexpected": sorted(set(state) - set(own)),
             "mismatched": sorted(k for k in state if k in own and k not in shared)}

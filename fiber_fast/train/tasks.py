@@ -24,6 +24,7 @@ from .objectives import (
 from .objectives.mlm import IGNORE_INDEX
 
 COARSE_KEYS = ("pixel_values", "input_ids", "attention_mask", "image_ids")
+UNUSED_IN_FINE = ("itc_head.", "itm_head.", "mlm_head.")
 FINE_KEYS = ("pixel_values", "input_ids", "attention_mask", "boxes", "box_mask", "positive_map")
 
 
@@ -92,6 +93,9 @@ class CoarseTask(nn.Module):
 class FineTask(nn.Module):
     """Stage 2: ATSS grounding (token-level focal alignment, centerness-weighted GIoU, centerness BCE).
 
+    The coarse heads (ITC, ITM, MLM) get no gradient here; their own parameters are frozen so the
+    optimizer's weight decay does not drift them (tied ones, e.g. the word embeddings, stay trainable).
+
     Args:
         model: a ``FiberModel`` built with ``detection_head`` (``grounding_head``).
         weights: ``{"cls", "giou", "centerness"}`` multipliers on top of GLIP's (GIoU already x giou_weight).
@@ -103,6 +107,11 @@ class FineTask(nn.Module):
         if getattr(model, "grounding_head", None) is None:
             raise ValueError("FineTask needs a model with a grounding_head (FiberConfig detection_head=True)")
         self.model = model
+        used = {id(p) for name, p in model.named_parameters(remove_duplicate=False)
+                if not name.startswith(UNUSED_IN_FINE)}
+        for name, param in model.named_parameters():
+            if name.startswith(UNUSED_IN_FINE) and id(param) not in used:
+                param.requires_grad_(False)
         self.weights = {"cls": 1.0, "giou": 1.0, "centerness": 1.0, **(weights or {})}
         self.topk, self.focal_alpha, self.focal_gamma, self.giou_weight = topk, focal_alpha, focal_gamma, giou_weight
 

@@ -85,19 +85,15 @@ def _to_device(batch: dict[str, torch.Tensor], device: torch.device, dtype: torc
 
 
 def _batches(loader: Any) -> Iterator[dict[str, torch.Tensor]]:
-    """Batches forever: each pass over ``loader`` is the rest of its current epoch."""
-    while True:
-        empty = True
+    """Batches forever: each pass over ``loader`` is the rest of its current epoch (possibly empty right
+    after a resume at an epoch's end); two empty passes in a row mean the data yields nothing."""
+    empty_passes = 0
+    while empty_passes < 2:
+        empty_passes += 1
         for batch in loader:
-            empty = False
+            empty_passes = 0
             yield batch
-        if empty:
-            probe = iter(loader)  # an exhausted epoch's remainder is empty: the next epoch follows
-            first = next(probe, None)
-            if first is None:
-                raise ValueError("the training data yields no batch (fewer samples per rank than the micro-batch?)")
-            yield first
-            yield from probe
+    raise ValueError("the training data yields no batch (fewer samples per rank than the micro-batch?)")
 
 
 def _save_final(engine: Any, task: Any, run_dir: Path, zero_stage: int) -> None:

@@ -81,6 +81,10 @@ def test_load_shared_weights_reports_missing_unexpected_mismatched():
     assert report["missing"] == ["grounding_head.weight"]
     assert report["unexpected"] == ["itm_head.bias", "itm_head.weight"]
     assert report["mismatched"] == ["grounding_head.bias"]
+    tied = nn.ModuleDict({"embed": nn.Embedding(5, 3), "decoder": nn.Linear(3, 5, bias=False)})
+    tied["decoder"].weight = tied["embed"].weight
+    assert load_shared_weights(tied, {"embed.weight": torch.ones(5, 3)})["missing"] == []
+    assert torch.equal(tied["decoder"].weight, torch.ones(5, 3))
 
 
 def test_metrics_resume_appends_and_last_line_counts(tmp_path):

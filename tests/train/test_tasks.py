@@ -67,6 +67,15 @@ def test_fused_training_step_equals_eager(stage):
     assert worst < 1e-3, f"largest relative gradient difference {worst}"
 
 
+def test_fine_task_freezes_only_the_unused_coarse_heads():
+    model = build_fiber(FiberConfig.preset("tiny", stage="fine"), eager=True)
+    FineTask(model)
+    frozen = sorted(n for n, p in model.named_parameters() if not p.requires_grad)
+    assert frozen and all(n.startswith(("itc_head.", "itm_head.", "mlm_head.")) for n in frozen)
+    assert model.text.embeddings.word_embeddings.weight.requires_grad  # tied to the MLM decoder
+    assert model.mlm_head.decoder.weight is model.text.embeddings.word_embeddings.weight
+
+
 def test_coarse_step_runs_lower_layers_once():
     model = build_fiber(FiberConfig.preset("tiny"), eager=True)
     calls = {"image_lower": 0, "text_lower": 0, "upper": []}
