@@ -5,7 +5,8 @@ word-region alignment).
 Per level: ``cls_tower`` / ``bbox_tower`` = ``head_convs`` x (3x3 conv, GroupNorm, ReLU) shared over
 levels; ``bbox_pred`` (3x3, scaled by a per-level ``Scale``) and ``centerness`` (3x3) on the box
 tower; alignment logits ``(regions @ proj_tokens^T) / exp(log_scale) + (t_hat @ bias_lang + bias0)``
-with ``t_hat`` the L2-normalised text tokens, ``proj_tokens = dot_product_projection_text(t_hat / 2)``
+with ``t_hat`` the L2-normalised text tokens (padding zeroed, FIBER's ``embedded``),
+``proj_tokens = dot_product_projection_text(t_hat / 2)``
 and the regions the cls tower's features (GLIP's image projection is the identity), clamped to
 +-50000 as GLIP's ``CLAMP_DOT_PRODUCT``.
 """
@@ -86,7 +87,9 @@ class GroundingHead(nn.Module):
     def forward(self, out: FiberOutput) -> GroundingOutput:
         features = OrderedDict((f"stage{i + 2}", x) for i, x in enumerate(out.image_features))
         pyramid = list(self.fpn(features).values())
-        text = nn.functional.normalize(out.text_tokens, dim=-1)
+        # FIBER's ``get_aggregated_output``: padding tokens are zeroed before the normalisation
+        embedded = out.text_tokens * out.text_attention_mask[..., None].to(out.text_tokens.dtype)
+        text = nn.functional.normalize(embedded, dim=-1)
         proj_tokens = self.dot_product_projection_text(text / 2.0)
         token_bias = text @ self.bias_lang + self.bias0
         logits, regression, centerness = [], [], []

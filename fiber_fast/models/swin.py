@@ -59,12 +59,12 @@ class FiberSwinBlock(SwinTransformerBlock):
     def forward(self, x: torch.Tensor, text: torch.Tensor | None = None,
                 text_padding: torch.Tensor | None = None) -> torch.Tensor:
         B, H, W, C = x.shape
-        x = x + self.drop_path1(self._attn_fused(self.norm1(x), text, text_padding))
+        x = x + self.drop_path1(self._attention(self.norm1(x), text, text_padding))
         x = x.reshape(B, -1, C)
         x = x + self.drop_path2(self.mlp(self.norm2(x)))
         return x.reshape(B, H, W, C)
 
-    def _attn_fused(self, x: torch.Tensor, text: torch.Tensor | None, text_padding: torch.Tensor | None
+    def _attention(self, x: torch.Tensor, text: torch.Tensor | None, text_padding: torch.Tensor | None
                     ) -> torch.Tensor:
         if text is not None and self.fusion is None:
             raise ValueError("this block has no fusion branch; pass text=None")

@@ -28,13 +28,13 @@ def open_gates(model: FiberModel, seed: int = 1) -> None:
                 param.copy_(0.5 + torch.rand(param.shape, generator=generator))
 
 
-def pair(cfg: FiberConfig) -> tuple[FiberModel, FiberModel]:
-    """(fused, eager) models of ``cfg`` with identical weights and open gates."""
+def pair(cfg: FiberConfig) -> tuple[FiberModel, FiberModel, FiberModel]:
+    """(fused, eager, eager in fp64) models of ``cfg`` with identical weights and open gates."""
     fused = build_fiber(cfg)
     open_gates(fused)
     eager = build_fiber(cfg, eager=True)
     eager.load_state_dict(fused.state_dict())
-    return fused, eager
+    return fused, eager, copy.deepcopy(eager).double()
 
 
 def inputs(cfg: FiberConfig, batch: int = 2, height: int = 64, width: int = 64, tokens: int = 9,
@@ -89,26 +89,30 @@ def run(model: FiberModel, pixels: torch.Tensor, ids: torch.Tensor, mask: torch.
     return {**{name: value.detach() for name, value in results.items()}, **grads}
 
 
-def assert_fused_matches_eager(cfg: FiberConfig, fusion: bool, fused: FiberModel | None = None,
-                               eager: FiberModel | None = None, **input_args: object) -> float:
+def assert_fused_matches_eager(cfg: FiberConfig, fusion: bool,
+                               models: tuple[FiberModel, FiberModel, FiberModel] | None = None,
+                               **input_args: object) -> float:
     """Fused fp32 vs eager fp64 within 3x the eager fp32 error, for outputs and all gradients.
 
     The absolute floor is ``1e-5 * max(1, max|ref|)``: large summed gradients (GroupNorm biases of
     the grounding head reach ~50) differ by fp32 accumulation order alone at that relative level.
 
     Returns the largest fused-vs-fp64 error seen."""
-    if fused is None:
-        fused, eager = pair(cfg)
+    fused, eager, eager64 = models or pair(cfg)
     pixels, ids, mask = inputs(cfg, **input_args)
     got = run(fused, pixels, ids, mask, fusion)
     same_dtype = run(eager, pixels, ids, mask, fusion)
     with reference_ops():
-        reference = run(copy.deepcopy(eager).double(), pixels, ids, mask, fusion)
-    eager.zero_grad(set_to_none=True)
+        reference = run(eager64, pixels, ids, mask, fusion)
+    for model in (fused, eager, eager64):
+        model.zero_grad(set_to_none=True)
     assert got.keys() == reference.keys() == same_dtype.keys()
-    worst = 0.0
+    worst = worst_eager = 0.0
     for name, value in reference.items():
         floor = 1e-5 * max(1.0, float(value.abs().max()))
         assert_close_to_reference(got[name], value, same_dtype[name], factor=3.0, atol_floor=floor, name=name)
         worst = max(worst, float((got[name].double() - value).abs().max()))
+        worst_eager = max(worst_eager, float((same_dtype[name].double() - value).abs().max()))
+    print(f"fusion={fusion} {len(reference)} tensors: max |fused fp32 - eager fp64| = {worst:.2e}, "
+          f"max |eager fp32 - eager fp64| = {worst_eager:.2e}")
     return worst

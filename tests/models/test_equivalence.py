@@ -10,48 +10,50 @@ from fiber_fast.models import FiberConfig, FiberModel
 
 from ._helpers import assert_fused_matches_eager, inputs, pair, tiny
 
+Models = tuple[FiberConfig, FiberModel, FiberModel, FiberModel]  # config, fused, eager, eager fp64
+
 
 @pytest.fixture(scope="module")
-def coarse() -> tuple[FiberConfig, FiberModel, FiberModel]:
+def coarse() -> Models:
     cfg = tiny()
     return (cfg, *pair(cfg))
 
 
 @pytest.fixture(scope="module")
-def fine() -> tuple[FiberConfig, FiberModel, FiberModel]:
+def fine() -> Models:
     cfg = tiny(stage="fine")
     return (cfg, *pair(cfg))
 
 
 @pytest.mark.parametrize("fusion", [True, False])
-def test_coarse_square(coarse: tuple[FiberConfig, FiberModel, FiberModel], fusion: bool) -> None:
-    cfg, fused, eager = coarse
-    assert_fused_matches_eager(cfg, fusion, fused, eager, batch=2, height=64, width=64, tokens=9)
+def test_coarse_square(coarse: Models, fusion: bool) -> None:
+    cfg, *models = coarse
+    assert_fused_matches_eager(cfg, fusion, tuple(models), batch=2, height=64, width=64, tokens=9)
 
 
-def test_coarse_odd_size(coarse: tuple[FiberConfig, FiberModel, FiberModel]) -> None:
+def test_coarse_odd_size(coarse: Models) -> None:
     # 45 x 83: patch padding (12 x 21 tokens), window padding and odd PatchMerging sizes in every stage
-    cfg, fused, eager = coarse
-    assert_fused_matches_eager(cfg, True, fused, eager, batch=3, height=45, width=83, tokens=7)
+    cfg, *models = coarse
+    assert_fused_matches_eager(cfg, True, tuple(models), batch=3, height=45, width=83, tokens=7)
 
 
-def test_fine_with_grounding_head(fine: tuple[FiberConfig, FiberModel, FiberModel]) -> None:
-    cfg, fused, eager = fine
-    assert_fused_matches_eager(cfg, True, fused, eager, batch=2, height=72, width=100, tokens=8)
+def test_fine_with_grounding_head(fine: Models) -> None:
+    cfg, *models = fine
+    assert_fused_matches_eager(cfg, True, tuple(models), batch=2, height=72, width=100, tokens=8)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("size", [(64, 64), (45, 83)])
-def test_fine_fusion_off_and_sizes(fine: tuple[FiberConfig, FiberModel, FiberModel], size: tuple[int, int]) -> None:
-    cfg, fused, eager = fine
+def test_fine_fusion_off_and_sizes(fine: Models, size: tuple[int, int]) -> None:
+    cfg, *models = fine
     for fusion in (True, False):
-        assert_fused_matches_eager(cfg, fusion, fused, eager, batch=2, height=size[0], width=size[1], tokens=6)
+        assert_fused_matches_eager(cfg, fusion, tuple(models), batch=2, height=size[0], width=size[1], tokens=6)
 
 
 @pytest.mark.slow
-def test_coarse_odd_size_fusion_off(coarse: tuple[FiberConfig, FiberModel, FiberModel]) -> None:
-    cfg, fused, eager = coarse
-    assert_fused_matches_eager(cfg, False, fused, eager, batch=3, height=45, width=83, tokens=7)
+def test_coarse_odd_size_fusion_off(coarse: Models) -> None:
+    cfg, *models = coarse
+    assert_fused_matches_eager(cfg, False, tuple(models), batch=3, height=45, width=83, tokens=7)
 
 
 @pytest.mark.slow
@@ -70,7 +72,7 @@ def test_triton_interpreter_whole_model() -> None:
     forward of the whole fused model against the eager model (fp32; the kernels' own tests cover the
     interpreter's gradients, the slow test below the model's)."""
     cfg = tiny(backend="triton", image={"depths": (2, 2, 2, 2)}, text={"num_hidden_layers": 3})
-    fused, eager = pair(cfg)
+    fused, eager, _ = pair(cfg)
     pixels, ids, mask = inputs(cfg, batch=2, height=32, width=28, tokens=5)
     with torch.no_grad():
         got, want = fused(pixels, ids, mask), eager(pixels, ids, mask)
