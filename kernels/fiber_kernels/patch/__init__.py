@@ -1,6 +1,10 @@
-"""Patchers that swap fiber_kernels modules into live models of other codebases, keeping the weights."""
+"""Patchers that swap fiber_kernels computations into live models of other codebases, keeping the weights.
 
+``fiber_kernels.patch.mmdet`` (not imported here: it needs mmdet) registers ``FusedATSSAssigner``.
+"""
+
+from .hf_swin import hf_swin_patched_layers, patch_hf_swin
 from .timm_swin import patch_timm_swin
 from .torchvision_swin import patch_torchvision_swin
 
-__all__ = ["patch_timm_swin", "patch_torchvision_swin"]
+__all__ = ["hf_swin_patched_layers", "patch_hf_swin", "patch_timm_swin", "patch_torchvision_swin"]
