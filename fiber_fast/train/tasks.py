@@ -115,6 +115,12 @@ class FineTask(nn.Module):
         self.weights = {"cls": 1.0, "giou": 1.0, "centerness": 1.0, **(weights or {})}
         self.topk, self.focal_alpha, self.focal_gamma, self.giou_weight = topk, focal_alpha, focal_gamma, giou_weight
 
+    def zero3_external_parameters(self) -> list[nn.Parameter]:
+        """Parameters ZeRO-3 must keep gathered for the whole step: the grounding head's own (``log_scale``,
+        ``bias_lang``). The head takes and returns dataclasses (``FiberOutput`` -> ``GroundingOutput``), so
+        ZeRO-3 cannot hook its backward and would find them partitioned there."""
+        return list(self.model.grounding_head.parameters(recurse=False))
+
     def forward(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Batch of ``collate_fine`` -> ``{"loss", "cls", "giou", "centerness"}``."""
         _check_batch(batch, FINE_KEYS, "fine")

@@ -147,6 +147,9 @@ def train(cfg: TrainConfig, options: RunOptions) -> int:
         if rank() == 0:
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / "init_report.json").write_text(json.dumps({"source": str(options.init), **report}, indent=1))
+    if zero_stage == 3:
+        for param in getattr(task, "zero3_external_parameters", list)():
+            deepspeed.zero.register_external_parameter(task, param)
     optimizer, scheduler = build_optimizer(task.model, cfg.stage, cfg.optim, max_steps)
     engine, optimizer, _, scheduler = deepspeed.initialize(model=task, optimizer=optimizer, lr_scheduler=scheduler,
                                                            config=ds_config)
