@@ -213,7 +213,7 @@ def _tensor_owners(model: nn.Module) -> dict[str, str]:
 
 def _own_tensor_names(model: nn.Module) -> set[str]:
     """State-dict names of ``model`` with each tied parameter once (the first name in module order)."""
-    return set(dict(model.named_parameters())) | (set(dict(model.named_buffers())) & set(model.state_dict()))
+    return {name for name, owner in _tensor_owners(model).items() if name == owner} & set(model.state_dict())
 
 
 def save_checkpoint(model: nn.Module, path: str | Path) -> None:
