@@ -79,3 +79,10 @@ def test_refusals() -> None:
         _classifier()(torch.randn(1, 3, 8, 8))
     with pytest.raises(ValueError, match="clamped its window to 2 tokens, but its relative position table is for 4x4"):
         patched(torch.randn(1, 3, 8, 8))
+
+
+def test_hf_swin_v2_is_refused_with_the_reason() -> None:
+    config = transformers.Swinv2Config(image_size=32, patch_size=4, embed_dim=32, depths=[2], num_heads=[2],
+                                       window_size=4)
+    with pytest.raises(ValueError, match="HF Swin V2: its scaled cosine attention .* continuous position bias"):
+        patch_hf_swin(transformers.Swinv2Model(config))

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from ..window_attention import window_attention
+from . import _swin_leaf
 
 _FUSED_CLASSES: dict[type, type] = {}
 
@@ -25,10 +24,10 @@ def _fused_window_attention(x: torch.Tensor, q: nn.Linear, k: nn.Linear, v: nn.L
     """x ``(B, H, W, C)`` normed, unpadded tokens -> ``(B, H, W, C)`` attention before the output
     projection; the three HF linears are applied as one ``(3C, C)`` projection (same parameters)."""
     bias = None if q.bias is None else torch.cat([q.bias, k.bias, v.bias])
-    qkv = F.linear(x, torch.cat([q.weight, k.weight, v.weight]), bias)
-    head_dim = x.shape[-1] // num_heads
-    return window_attention(qkv, table.to(qkv.dtype), num_heads, int(window), int(shift), scale=head_dim ** -0.5,
-                            qkv_bias=None if bias is None else bias.to(qkv.dtype), backend=backend)
+    window, shift = int(window), int(shift)
+    return _swin_leaf.swin_window_attention(x, torch.cat([q.weight, k.weight, v.weight]), bias, table, num_heads,
+                                            (window, window), (shift, shift), (x.shape[-1] // num_heads) ** -0.5,
+                                            backend=backend)
 
 
 def _clamp_window(layer: nn.Module, input_dimensions: tuple[int, int], always_partition: bool,
@@ -116,10 +115,14 @@ def _targets() -> dict[type, type]:
     return {SwinLayer: _FusedSwinLayer, DonutSwinLayer: _FusedDonutSwinLayer}
 
 
-def _fused_class(base: type, mixin: type) -> type:
-    if base not in _FUSED_CLASSES:
-        _FUSED_CLASSES[base] = type(f"Fused{base.__name__}", (mixin, base), {"__module__": __name__})
-    return _FUSED_CLASSES[base]
+def _refuse_swin_v2(model: nn.Module) -> None:
+    from transformers.models.swinv2.modeling_swinv2 import Swinv2Layer
+
+    if any(isinstance(module, Swinv2Layer) for module in model.modules()):
+        raise ValueError(f"{type(model).__name__} is an HF Swin V2: its scaled cosine attention (a learned logit "
+                         "scale on cosine similarities) and continuous position bias (an MLP over log-spaced "
+                         "coordinates) are not what the fused kernel computes (scaled dot product + a learned "
+                         "bias table); run it unpatched")
 
 
 def patch_hf_swin(model: nn.Module, *, backend: str = "auto") -> nn.Module:
@@ -131,12 +134,14 @@ def patch_hf_swin(model: nn.Module, *, backend: str = "auto") -> nn.Module:
     ``backend`` is ``window_attention``'s. Layers already patched are re-set to ``backend``.
     Returns ``model``; ``hf_swin_patched_layers(model)`` names the fused layers.
 
-    Raises ``ValueError`` when ``model`` has no HF Swin layer, or attention-probability dropout is
+    Raises ``ValueError`` for Swin V2 (``Swinv2Layer``: cosine attention and continuous position bias
+    are not fused), when ``model`` has no HF Swin layer, or attention-probability dropout is
     > 0 (not fused; ``attention_probs_dropout_prob=0``); ``ImportError`` without transformers.
     The attention weights are never formed: ``output_attentions=True`` raises ``ValueError``.
     """
     if not isinstance(backend, str):
         raise TypeError(f"backend must be a str ('auto', 'triton', 'cuda', 'torch'), got {type(backend).__name__}")
+    _refuse_swin_v2(model)
     targets = _targets()
     layers = []
     for name, layer in model.named_modules():
@@ -148,11 +153,11 @@ def patch_hf_swin(model: nn.Module, *, backend: str = "auto") -> nn.Module:
         if p != 0.0:
             raise ValueError(f"{name}: attention dropout {p} is not fused; build the model with "
                              "attention_probs_dropout_prob=0")
-        layers.append((layer, _fused_class(base, mixin)))
+        layers.append((layer, mixin))
     if not layers:
         raise ValueError(f"no HF SwinLayer / DonutSwinLayer found in {type(model).__name__}")
-    for layer, fused in layers:
-        layer.__class__ = fused
+    for layer, mixin in layers:
+        _swin_leaf.swap_class(layer, mixin, _FUSED_CLASSES)
         layer.fused_backend = backend
     return model
 

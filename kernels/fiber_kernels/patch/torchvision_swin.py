@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..modules.swin import FusedSwinAttention
+from ._swin_leaf import TraceableSwinAttention
 
 
 def patch_torchvision_swin(model: nn.Module, *, backend: str = "auto") -> nn.Module:
@@ -13,7 +13,8 @@ def patch_torchvision_swin(model: nn.Module, *, backend: str = "auto") -> nn.Mod
     torchvision's attention module already owns the pad / shift / partition / merge around the
     attention, so it is swapped whole for a ``FusedSwinAttention`` holding the same linears, table
     and index buffer (same Parameter objects, same state dict), with torchvision's rules: pad then
-    shift, no shift along an axis covered by one window. Returns ``model``. Raises ``ValueError``
+    shift, no shift along an axis covered by one window. The op is a ``torch.fx`` leaf, so the
+    patched model traces with ``torch.fx.symbolic_trace``. Returns ``model``. Raises ``ValueError``
     for Swin V2 attention (cosine attention is not fused), attention dropout > 0, or no Swin
     attention; ``ImportError`` without torchvision.
     """
@@ -26,14 +27,17 @@ def patch_torchvision_swin(model: nn.Module, *, backend: str = "auto") -> nn.Mod
         if not name:
             raise ValueError("model is itself a ShiftedWindowAttention: patch the model that holds it")
         if isinstance(attn, ShiftedWindowAttentionV2):
-            raise ValueError(f"{name}: Swin V2 (cosine) attention is not supported by the fused kernel")
+            raise ValueError(f"{name}: Swin V2 (cosine) attention is not supported by the fused kernel: its scaled "
+                             "cosine attention (a learned logit scale on cosine similarities) and continuous position "
+                             "bias (an MLP over log-spaced coordinates) are not the scaled dot product + learned bias "
+                             "table the kernel computes; run it unpatched")
         if attn.attention_dropout != 0.0:
             raise ValueError(f"{name}: attention dropout {attn.attention_dropout} is not fused")
     for name, attn in targets:
         head_dim = attn.proj.in_features // attn.num_heads
-        fused = FusedSwinAttention.from_module(attn, window_size=tuple(attn.window_size),
-                                               shift_size=tuple(attn.shift_size), scale=head_dim ** -0.5,
-                                               no_shift_in_single_window=True, proj_drop=attn.dropout)
+        fused = TraceableSwinAttention.from_module(attn, window_size=tuple(attn.window_size),
+                                                  shift_size=tuple(attn.shift_size), scale=head_dim ** -0.5,
+                                                  no_shift_in_single_window=True, proj_drop=attn.dropout)
         fused.backend = backend
         parent_name, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent_name) if parent_name else model, child, fused)
