@@ -58,6 +58,28 @@ def _tower(channels: int, convs: int, groups: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+class WordRegionAlignment(nn.Module):
+    """GLIP's dot-product word-region alignment: regions ``(B, A, C)``, text tokens ``(B, T, D)`` and their 0/1
+    mask ``(B, T)`` -> logits ``(B, A, T)``. Its own parameters sit in a module with tensor inputs and outputs
+    (ZeRO-3 gathers and releases them around it like any layer)."""
+
+    def __init__(self, channels: int, text_dim: int, log_scale: float, bias_value: float) -> None:
+        super().__init__()
+        self.dot_product_projection_text = nn.Linear(text_dim, channels)
+        self.log_scale = nn.Parameter(torch.full((1,), log_scale))
+        self.bias_lang = nn.Parameter(torch.zeros(text_dim))
+        self.bias0 = nn.Parameter(torch.full((1,), bias_value))
+
+    def forward(self, regions: torch.Tensor, text_tokens: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        # FIBER's ``get_aggregated_output``: padding tokens are zeroed before the normalisation
+        embedded = text_tokens * attention_mask[..., None].to(text_tokens.dtype)
+        text = nn.functional.normalize(embedded, dim=-1)
+        proj_tokens = self.dot_product_projection_text(text / 2.0)
+        token_bias = text @ self.bias_lang + self.bias0
+        logits = regions @ proj_tokens.transpose(1, 2) / self.log_scale.exp() + token_bias[:, None, :]
+        return logits.clamp(-DOT_PRODUCT_CLAMP, DOT_PRODUCT_CLAMP)
+
+
 class GroundingHead(nn.Module):
     """``forward(out: FiberOutput) -> GroundingOutput`` from ``out.image_features`` and ``out.text_tokens``."""
 
@@ -73,11 +95,8 @@ class GroundingHead(nn.Module):
         self.bbox_pred = nn.Conv2d(channels, 4, 3, padding=1)
         self.centerness = nn.Conv2d(channels, 1, 3, padding=1)
         self.scales = nn.ModuleList(Scale() for _ in range(5))
-        self.dot_product_projection_text = nn.Linear(text_dim, channels)
         bias_value = -math.log((1 - cfg.prior_prob) / cfg.prior_prob)
-        self.log_scale = nn.Parameter(torch.full((1,), cfg.log_scale))
-        self.bias_lang = nn.Parameter(torch.zeros(text_dim))
-        self.bias0 = nn.Parameter(torch.full((1,), bias_value))
+        self.alignment = WordRegionAlignment(channels, text_dim, cfg.log_scale, bias_value)
         for module in [self.cls_tower, self.bbox_tower, self.bbox_pred, self.centerness]:
             for conv in module.modules():
                 if isinstance(conv, nn.Conv2d):
@@ -87,22 +106,15 @@ class GroundingHead(nn.Module):
     def forward(self, out: FiberOutput) -> GroundingOutput:
         features = OrderedDict((f"stage{i + 2}", x) for i, x in enumerate(out.image_features))
         pyramid = list(self.fpn(features).values())
-        # FIBER's ``get_aggregated_output``: padding tokens are zeroed before the normalisation
-        embedded = out.text_tokens * out.text_attention_mask[..., None].to(out.text_tokens.dtype)
-        text = nn.functional.normalize(embedded, dim=-1)
-        proj_tokens = self.dot_product_projection_text(text / 2.0)
-        token_bias = text @ self.bias_lang + self.bias0
-        logits, regression, centerness = [], [], []
+        regions, regression, centerness = [], [], []
         for level, x in enumerate(pyramid):
-            regions = self.cls_tower(x).flatten(2).transpose(1, 2)
-            level_logits = regions @ proj_tokens.transpose(1, 2) / self.log_scale.exp() + token_bias[:, None, :]
-            logits.append(level_logits.clamp(-DOT_PRODUCT_CLAMP, DOT_PRODUCT_CLAMP))
+            regions.append(self.cls_tower(x).flatten(2).transpose(1, 2))
             box = self.bbox_tower(x)
             regression.append(self.scales[level](self.bbox_pred(box)).flatten(2).transpose(1, 2))
             centerness.append(self.centerness(box).flatten(1))
+        logits = self.alignment(torch.cat(regions, 1), out.text_tokens, out.text_attention_mask)
         sizes = [tuple(x.shape[-2:]) for x in pyramid]
         strides = [self.first_stride * 2 ** level for level in range(len(pyramid))]
         anchors = glip_anchors(sizes, strides, self.anchor_scale, out.text_tokens.device)
-        return GroundingOutput(anchors=anchors, num_anchors_per_level=[h * w for h, w in sizes],
-                               cls_logits=torch.cat(logits, 1), box_regression=torch.cat(regression, 1),
-                               centerness=torch.cat(centerness, 1))
+        return GroundingOutput(anchors=anchors, num_anchors_per_level=[h * w for h, w in sizes], cls_logits=logits,
+                               box_regression=torch.cat(regression, 1), centerness=torch.cat(centerness, 1))
