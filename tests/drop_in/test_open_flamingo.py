@@ -84,3 +84,33 @@ def test_refusals() -> None:
         block(text, media, media_locations=None)
     with pytest.raises(ValueError, match="media_locations \\(B, T_txt\\) must cover x"):
         block(text, media, media_locations=_locations()[:, :5])
+
+
+@pytest.mark.filterwarnings("ignore:`past_key_values` is deprecated:FutureWarning")  # OpenFlamingo's LM call
+def test_whole_flamingo_model_equals_unpatched() -> None:
+    # OpenFlamingo's own Flamingo wrapper on a tiny open_clip vision tower and a tiny HF Llama
+    # (the mixin wraps every decoder layer in a FlamingoLayer with a gated cross-attention block).
+    transformers = require("transformers", "transformers", "pip install 'transformers>=5.0'")
+    open_clip_model = require("open_clip.model", "open_clip_torch", "pip install --no-deps open_clip_torch==3.3.0")
+    from open_flamingo.src.flamingo import Flamingo
+    from open_flamingo.src.flamingo_lm import FlamingoLMMixin
+    from open_flamingo.src.utils import extend_instance
+
+    vision = nn.Module()
+    vision.visual = open_clip_model._build_vision_tower(32, open_clip_model.CLIPVisionCfg(
+        layers=1, width=64, head_width=32, image_size=16, patch_size=8, output_tokens=True))
+    lm = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        vocab_size=40, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=2))
+    extend_instance(lm, FlamingoLMMixin)
+    lm.set_decoder_layers_attr_name("model.layers")
+    model = randomize(Flamingo(vision, lm, eoc_token_id=3, media_token_id=4, vis_dim=64).eval())
+    patched = patch_open_flamingo(copy.deepcopy(model), backend="torch")
+    assert sum(type(m).__name__.startswith("Fused") for m in patched.modules()) == 4  # 2 blocks, 2 attentions
+    images = torch.randn(2, 2, 1, 3, 16, 16)
+    ids = torch.randint(5, 40, (2, 9))
+    ids[0, [0, 5]] = 4  # <image> tokens: row 0 sees image 1 then image 2, row 1 only image 1 from token 2
+    ids[1, 2] = 4
+    mask = torch.ones_like(ids)
+    out_diff, grad_diff = max_diffs(model, patched, lambda m: m(images, ids, attention_mask=mask).logits)
+    assert out_diff < 1e-4 and grad_diff < 1e-4, (out_diff, grad_diff)
