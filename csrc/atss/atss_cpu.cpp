@@ -2,7 +2,8 @@
 //
 // Phase 1 (parallel over image x box): per level, the k nearest anchors by a bounded insertion
 // into a sorted key list (keys of atss_kernel.cuh: distance bits, then anchor index), their IoUs,
-// the float64 mean + unbiased std threshold, and the positive candidates. Memory B*G*L*k.
+// the float64 mean + unbiased std threshold, and the positive candidates. Memory B*G*sum_l min(k, n_l)
+// (k = topk_total, n_l anchors in level l: candidate_offsets), so no topk allocates more than exists.
 // Phase 2 (parallel over images): each positive candidate claims its anchor with a packed
 // (IoU, box) key; the highest IoU wins, the lower box index on ties. Memory B*A.
 #include <ATen/Parallel.h>
@@ -28,9 +29,14 @@ struct Candidates {
 // order, so a squared distance strictly above the current worst's cannot enter (its key is larger).
 class NearestK {
  public:
-  explicit NearestK(int64_t k) : k_(k) { keys_.reserve(k); worst_sq_.reserve(k); }
+  explicit NearestK(int64_t capacity) : k_(capacity) { keys_.reserve(capacity); worst_sq_.reserve(capacity); }
 
-  void reset() { keys_.clear(); worst_sq_.clear(); }
+  // Keep the k smallest keys of the next level (k <= the capacity given at construction).
+  void reset(int64_t k) {
+    k_ = k;
+    keys_.clear();
+    worst_sq_.clear();
+  }
 
   void offer(float sq, int64_t anchor) {
     const bool full = static_cast<int64_t>(keys_.size()) == k_;
@@ -51,15 +57,19 @@ class NearestK {
   std::vector<float> worst_sq_;  // squared distance of each kept key, same order
 };
 
+// Candidates of one box into out_anchor / out_iou (offsets[L] slots, level l from offsets[l]: see
+// candidate_offsets), positives kept and the rest set to -1.
 void select_box(const float* anchors, const float* anchor_cx, const float* anchor_cy, const int64_t* level_starts,
-                int64_t num_levels, int64_t topk_total, const Box& gt, bool glip, NearestK& nearest,
+                const std::vector<int64_t>& offsets, const Box& gt, bool glip, NearestK& nearest,
                 int32_t* out_anchor, float* out_iou) {
+  const int64_t num_levels = static_cast<int64_t>(offsets.size()) - 1;
+  const int64_t slots = offsets[num_levels];
   const float gcx = center_x(gt);
   const float gcy = center_y(gt);
   int64_t n = 0;
   double sum = 0.0;
   for (int64_t l = 0; l < num_levels; ++l) {
-    nearest.reset();
+    nearest.reset(offsets[l + 1] - offsets[l]);
     for (int64_t a = level_starts[l]; a < level_starts[l + 1]; ++a) {
       nearest.offer(squared_distance(anchor_cx[a], anchor_cy[a], gcx, gcy), a);
     }
@@ -67,8 +77,8 @@ void select_box(const float* anchors, const float* anchor_cx, const float* ancho
     for (size_t j = 0; j < keys.size(); ++j) {
       const int64_t a = key_anchor(keys[j]);
       const float iou = box_iou(load_box(anchors, a), gt, glip);
-      out_anchor[l * topk_total + j] = static_cast<int32_t>(a);
-      out_iou[l * topk_total + j] = iou;
+      out_anchor[offsets[l] + j] = static_cast<int32_t>(a);
+      out_iou[offsets[l] + j] = iou;
       sum += static_cast<double>(iou);
       ++n;
     }
@@ -76,13 +86,13 @@ void select_box(const float* anchors, const float* anchor_cx, const float* ancho
   if (n == 0) return;
   const double mean = sum / static_cast<double>(n);
   double centered = 0.0;
-  for (int64_t s = 0; s < num_levels * topk_total; ++s) {
+  for (int64_t s = 0; s < slots; ++s) {
     if (out_anchor[s] < 0) continue;
     const double d = static_cast<double>(out_iou[s]) - mean;
     centered += d * d;
   }
   const float threshold = iou_threshold(mean, centered, n);
-  for (int64_t s = 0; s < num_levels * topk_total; ++s) {
+  for (int64_t s = 0; s < slots; ++s) {
     const int32_t a = out_anchor[s];
     if (a < 0) continue;
     const bool positive = out_iou[s] >= threshold && center_inside(anchor_cx[a], anchor_cy[a], gt);
@@ -122,15 +132,18 @@ std::tuple<at::Tensor, at::Tensor> atss_assign_fwd_cpu(const at::Tensor& anchors
     }
   });
 
-  const int64_t per_box = L * topk_total;
+  const std::vector<int64_t> offsets = candidate_offsets(starts, L, topk_total);
+  const int64_t per_box = offsets[L];
+  int64_t widest = 0;
+  for (int64_t l = 0; l < L; ++l) widest = std::max(widest, offsets[l + 1] - offsets[l]);
   Candidates cand{std::vector<int32_t>(B * G * per_box, -1), std::vector<float>(B * G * per_box, 0.0f)};
   at::parallel_for(0, B * G, 1, [&](int64_t begin, int64_t end) {
-    NearestK nearest(topk_total);
+    NearestK nearest(widest);
     for (int64_t bg = begin; bg < end; ++bg) {
       if (!mask_ptr[bg]) continue;
       const int64_t b = bg / G;
       const int64_t set = b * (anchor_batch_stride ? 1 : 0);
-      select_box(anchors_ptr + set * A * 4, cx.data() + set * A, cy.data() + set * A, starts, L, topk_total,
+      select_box(anchors_ptr + set * A * 4, cx.data() + set * A, cy.data() + set * A, starts, offsets,
                  load_box(gt_ptr, bg), glip, nearest, cand.anchor.data() + bg * per_box,
                  cand.iou.data() + bg * per_box);
     }

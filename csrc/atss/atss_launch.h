@@ -5,7 +5,11 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <vector>
+
+#include "fiber_kernels/checks.h"
 
 namespace fiber_kernels {
 namespace atss {
@@ -24,6 +28,31 @@ inline void check_assign_inputs(const at::Tensor& anchors, const at::Tensor& lev
   TORCH_CHECK(topk_total >= 1, "atss_assign_fwd: topk_total must be >= 1");
   TORCH_CHECK(anchors.size(0) == 1 || anchors.size(0) == gt_boxes.size(0), "atss_assign_fwd: anchors batch must be 1 or B");
   TORCH_CHECK(anchors.size(1) < (int64_t{1} << 31), "atss_assign_fwd: at most 2^31 - 1 anchors");
+  check_device("atss_assign_fwd", "gt_boxes", gt_boxes, anchors.device());
+  check_device("atss_assign_fwd", "gt_mask", gt_mask, anchors.device());
+  TORCH_CHECK(level_starts.device() == anchors.device() || level_starts.device().is_cpu(),
+              "atss_assign_fwd: level_starts must be on the CPU or on ", anchors.device(), ", got ",
+              level_starts.device());
+  // The kernels index anchors by these values: 0 = start_0 <= start_1 <= ... <= start_L = A.
+  const at::Tensor starts = level_starts.to(at::kCPU).contiguous();
+  const int64_t* s = starts.data_ptr<int64_t>();
+  const int64_t levels = starts.size(0) - 1;
+  TORCH_CHECK(s[0] == 0 && s[levels] == anchors.size(1), "atss_assign_fwd: level_starts must run from 0 to the ",
+              "anchor count A = ", anchors.size(1), ", got ", s[0], " .. ", s[levels]);
+  for (int64_t l = 0; l < levels; ++l) {
+    TORCH_CHECK(s[l] <= s[l + 1], "atss_assign_fwd: level_starts must be non-decreasing, got ", s[l], " before ",
+                s[l + 1]);
+  }
+}
+
+// Candidate slots of one box: level l keeps min(topk_total, anchors in l) of them, at offsets[l] of a row of
+// offsets[L] slots (sized by what exists, so a huge topk_total on a small pyramid costs nothing).
+inline std::vector<int64_t> candidate_offsets(const int64_t* level_starts, int64_t levels, int64_t topk_total) {
+  std::vector<int64_t> offsets(levels + 1, 0);
+  for (int64_t l = 0; l < levels; ++l) {
+    offsets[l + 1] = offsets[l] + std::min(topk_total, level_starts[l + 1] - level_starts[l]);
+  }
+  return offsets;
 }
 
 // Outputs and workspace of the CUDA kernels: matched (B, A) i64, matched_iou (B, A) f32, claims

@@ -14,6 +14,7 @@
 #include <utility>
 
 #include "cross_attention/cross_attention_kernel.cuh"
+#include "fiber_kernels/checks.h"
 
 namespace fiber_kernels {
 namespace cross_attention {
@@ -49,6 +50,9 @@ inline void check_inputs(const char* op, const at::Tensor& q, const at::Tensor& 
                     mask->size(1) == k.size(2),
                 op, ": key_padding_mask must be bool (Bk, Nk)");
   }
+  check_device(op, "k", k, q.device());
+  check_device(op, "v", v, q.device());
+  check_device(op, "key_padding_mask", mask, q.device());
 }
 
 // f(TypeTag<T>{}, DimTag<D>{}) for the kernels' element type and head dim.
@@ -114,6 +118,7 @@ template <class Policy>
 std::tuple<at::Tensor, at::Tensor> run_fwd(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                            const std::optional<at::Tensor>& mask, double scale) {
   check_inputs("cross_attention_fwd", q, k, v, mask);
+  check_scale("cross_attention_fwd", scale);
   const int64_t batch = q.size(0), heads = q.size(1), seqlen_q = q.size(2), head_dim = q.size(3);
   at::Tensor out = at::empty({batch, seqlen_q, heads, head_dim}, q.options()).transpose(1, 2);
   at::Tensor lse = at::empty({batch, heads, seqlen_q}, q.options().dtype(at::kFloat));
@@ -138,6 +143,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> run_bwd(const at::Tensor& grad_ou
                                                        const at::Tensor& lse_in, const std::optional<at::Tensor>& mask,
                                                        double scale) {
   check_inputs("cross_attention_bwd", q, k, v, mask);
+  check_scale("cross_attention_bwd", scale);
+  check_device("cross_attention_bwd", "grad_out", grad_out, q.device());
+  check_device("cross_attention_bwd", "out", out, q.device());
+  check_device("cross_attention_bwd", "lse", lse_in, q.device());
   TORCH_CHECK(grad_out.sizes() == q.sizes() && out.sizes() == q.sizes(), "cross_attention_bwd: grad_out and out must "
               "have the shape of q (B, H, Nq, D)");
   TORCH_CHECK(grad_out.scalar_type() == q.scalar_type() && out.scalar_type() == q.scalar_type(),

@@ -13,8 +13,9 @@
 namespace fiber_kernels {
 namespace cross_attention {
 
-inline void check_gate(const char* op, const at::Tensor& gate) {
+inline void check_gate(const char* op, const at::Tensor& gate, const at::Device& device) {
   TORCH_CHECK(gate.scalar_type() == at::kFloat && gate.numel() == 1, op, ": gate must be one float32 element");
+  check_device(op, "gate", gate, device);
 }
 
 // out = [x +] [gate *] (a @ b [+ bias]) for 2-D strided a (M, K), b (K, N); out (M, N) already allocated.
@@ -76,7 +77,10 @@ at::Tensor run_linear_fwd(const at::Tensor& x, const at::Tensor& a, const at::Te
                   (!bias.has_value() || (bias->scalar_type() == a.scalar_type() && bias->dim() == 1 &&
                                          bias->size(0) == weight.size(0))),
               op, ": x, a, weight and bias (O,) must share one dtype");
-  check_gate(op, gate);
+  check_device(op, "x", x, a.device());
+  check_device(op, "weight", weight, a.device());
+  check_device(op, "bias", bias, a.device());
+  check_gate(op, gate, a.device());
   at::Tensor out = at::empty(x.sizes(), x.options());
   dispatch_type(a.scalar_type(), [&](auto tag) {
     using T = typename decltype(tag)::type;
@@ -95,7 +99,9 @@ std::tuple<at::Tensor, at::Tensor> run_linear_bwd(const at::Tensor& grad_out, co
               op, ": grad_out (M, O), a (M, I), weight (O, I) expected");
   TORCH_CHECK(grad_out.scalar_type() == a.scalar_type() && weight.scalar_type() == a.scalar_type(), op,
               ": grad_out, a and weight must share one dtype");
-  check_gate(op, gate);
+  check_device(op, "grad_out", grad_out, a.device());
+  check_device(op, "weight", weight, a.device());
+  check_gate(op, gate, a.device());
   at::Tensor grad_a = at::empty(a.sizes(), a.options());
   at::Tensor outer = at::empty(weight.sizes(), a.options().dtype(at::kFloat));
   dispatch_type(a.scalar_type(), [&](auto tag) {

@@ -11,11 +11,13 @@
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 
+#include <cmath>
 #include <cstdint>
 #include <optional>
 #include <tuple>
 
 #include "window_attention/window_attention_kernel.cuh"
+#include "fiber_kernels/checks.h"
 
 namespace fiber_kernels {
 namespace window_attention {
@@ -61,6 +63,10 @@ inline WaShape check_inputs(const char* op, const at::Tensor& qkv, const at::Ten
     TORCH_CHECK(qkv_bias->dim() == 1 && qkv_bias->size(0) == 3 * C && qkv_bias->scalar_type() == dtype, op,
                 ": qkv_bias must be (3C,) in qkv's dtype");
   TORCH_CHECK(qkv.numel() < (int64_t{1} << 40), op, ": qkv too large");
+  check_device(op, "rpb_table", table, qkv.device());
+  check_device(op, "qkv_bias", qkv_bias, qkv.device());
+  check_scale(op, scale);
+  TORCH_CHECK(std::isfinite(mask_value), op, ": mask_value must be finite, got ", mask_value);
   const int64_t windows = qkv.size(0) * ((qkv.size(1) + wh - 1) / wh) * ((qkv.size(2) + ww - 1) / ww);
   TORCH_CHECK(windows < (int64_t{1} << 31), op, ": at most 2^31 - 1 windows");
   return wa_make_shape(static_cast<int>(qkv.size(0)), static_cast<int>(qkv.size(1)), static_cast<int>(qkv.size(2)),
@@ -118,6 +124,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> run_backward(
   TORCH_CHECK(out_in.sizes() == out_shape && grad_out_in.sizes() == out_shape, "window_attention_bwd: out and grad_out ",
               "must be (B, H, W, C)");
   TORCH_CHECK(out_in.scalar_type() == qkv_in.scalar_type(), "window_attention_bwd: out must have qkv's dtype");
+  check_device("window_attention_bwd", "out", out_in, qkv_in.device());
+  check_device("window_attention_bwd", "grad_out", grad_out_in, qkv_in.device());
+  check_device("window_attention_bwd", "lse", lse_in, qkv_in.device());
   TORCH_CHECK(lse_in.scalar_type() == at::kFloat && lse_in.dim() == 3 && lse_in.size(0) == total &&
                   lse_in.size(1) == s.heads && lse_in.size(2) == s.N,
               "window_attention_bwd: lse must be float32 (B·nW, nH, N)");
