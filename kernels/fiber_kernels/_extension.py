@@ -2,6 +2,8 @@
 
 C++ ops live in the ``fiber_kernels_C`` torch.library namespace. By convention an op ``name``
 of fiber_kernels is served by ``torch.ops.fiber_kernels_C.<name>_fwd`` (and ``<name>_bwd``).
+The answers are facts of the installation, so ``torch.compile`` takes them as constants
+(``assume_constant_result``): backend choice traces into a graph with ``fullgraph=True``.
 """
 
 from __future__ import annotations
@@ -23,11 +25,13 @@ def _load() -> tuple[Any, str | None]:
     return _C, None
 
 
+@torch.compiler.assume_constant_result
 def is_built() -> bool:
     """True when ``fiber_kernels._C`` imports."""
     return _load()[0] is not None
 
 
+@torch.compiler.assume_constant_result
 def load_error() -> str:
     """Why ``_C`` did not import ("" when it did)."""
     return _load()[1] or ""
@@ -43,6 +47,7 @@ def build_info() -> dict[str, Any]:
     return {"built": True, "with_cuda": bool(info.get("with_cuda", False)), "cuda_archs": archs, "error": ""}
 
 
+@torch.compiler.assume_constant_result
 def has_kernel(op: str, dispatch_key: str) -> bool:
     """True when ``fiber_kernels_C::<op>_fwd`` has a kernel for ``dispatch_key`` ("CPU" or "CUDA")."""
     if not is_built():
@@ -63,11 +68,13 @@ def _triton() -> tuple[bool, str]:
     return True, ""
 
 
+@torch.compiler.assume_constant_result
 def triton_available() -> bool:
     """True when triton imports."""
     return _triton()[0]
 
 
+@torch.compiler.assume_constant_result
 def triton_import_error() -> str:
     """Why triton did not import ("" when it did)."""
     return _triton()[1]

@@ -1,11 +1,19 @@
-"""Argument checks shared by every public op: each failure names the argument and what was expected."""
+"""Argument checks shared by every public op: each failure names the argument and what was expected.
+
+Shapes, dtypes and devices are metadata and always checked. Checks that read tensor *values* (finite
+boxes, index ranges) run only where values exist and reading them is allowed (``reads_values``): not
+on fake or meta tensors, not while ``torch.compile`` traces, and not inside ``value_checks(False)``
+(compiled or hot code that guarantees its inputs).
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
+from torch._subclasses.fake_tensor import is_fake
 
 FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -84,3 +92,27 @@ def check_scale(value: object, head_dim: int | None = None, *, name: str = "scal
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a finite float > 0{allowed}, got {value!r}")
     return float(value)
+
+
+_VALUE_CHECKS = {"enabled": True}
+
+
+@contextmanager
+def value_checks(enabled: bool) -> Iterator[None]:
+    """Turn the checks that read tensor values (each one a device-to-host sync) on or off inside the block."""
+    if not isinstance(enabled, bool):
+        raise TypeError(f"enabled must be a bool, got {type(enabled).__name__}")
+    previous = _VALUE_CHECKS["enabled"]
+    _VALUE_CHECKS["enabled"] = enabled
+    try:
+        yield
+    finally:
+        _VALUE_CHECKS["enabled"] = previous
+
+
+def reads_values(*tensors: torch.Tensor | None) -> bool:
+    """True when value checks may read ``tensors``: the switch is on, ``torch.compile`` is not tracing, and
+    none is a fake or meta tensor (those carry shapes, not values)."""
+    if not _VALUE_CHECKS["enabled"] or torch.compiler.is_compiling():
+        return False
+    return not any(t is not None and (t.device.type == "meta" or is_fake(t)) for t in tensors)

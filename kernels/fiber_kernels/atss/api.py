@@ -4,7 +4,14 @@ Backends of op ``"atss_assign"`` (``fiber_kernels.dispatch``): ``triton`` (CUDA,
 ``TRITON_INTERPRET=1`` when asked for by name), ``cuda`` (the CUDA kernel of ``fiber_kernels._C``, for
 sm70+, available when ``_C`` was built with CUDA), ``cpp`` (the C++ CPU kernel of ``_C``), ``torch``
 (the per-image reference loop). One C++ op, ``fiber_kernels_C::atss_assign_fwd``, serves ``cuda`` and
-``cpp`` by the device of its tensors.
+``cpp`` by the device of its tensors; the Triton launcher is the custom op ``fiber_kernels::atss_assign``.
+
+Validation reads only metadata (shapes, dtypes, devices, the level sizes as ints), except the box
+checks (finite, x2 >= x1, y2 >= y1) and ``atss_targets``' index range, which read values and run only
+where ``fiber_kernels.reads_values`` allows (real tensors, outside ``torch.compile`` tracing and
+``fiber_kernels.value_checks(False)``). So fake and meta tensors propagate shapes and
+``torch.compile(fullgraph=True)`` traces the ``cpp``/``cuda``/``triton`` paths (pass the level sizes as
+ints: a tensor is read with ``tolist()``).
 """
 
 from __future__ import annotations
@@ -12,12 +19,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from torch._subclasses.fake_tensor import is_fake
 
 from .. import _extension, dispatch
-from .._validate import check_choice, check_positive_int, check_same_device, check_tensor
+from .._validate import check_choice, check_positive_int, check_same_device, check_tensor, reads_values
+from .function import assign_output_shapes, atss_assign_op
 from .reference import CONVENTIONS, atss_assign_reference
 from .targets import targets_for
-from .triton_atss import K_PADS, MAX_LEVELS, atss_assign_triton
+from .triton_atss import K_PADS, MAX_LEVELS
 
 OP = "atss_assign"
 MAX_ANCHORS = 2**31 - 1
@@ -81,8 +90,9 @@ def validate(anchors: object, num_anchors_per_level: object, gt_boxes: object, g
     if gt_mask is not None and tuple(gt_mask.shape) != tuple(gt_boxes.shape[:2]):
         raise ValueError(f"gt_mask must have shape (B, G) = {tuple(gt_boxes.shape[:2])}, got {tuple(gt_mask.shape)}")
     sizes = _level_sizes(num_anchors_per_level, anchors.shape[-2])
-    _check_boxes("anchors", anchors)
-    _check_boxes("gt_boxes", gt_boxes, gt_mask)
+    if reads_values(anchors, gt_boxes, gt_mask):
+        _check_boxes("anchors", anchors)
+        _check_boxes("gt_boxes", gt_boxes, gt_mask)
     return sizes
 
 
@@ -118,8 +128,8 @@ def _batched_anchors(anchors: torch.Tensor) -> torch.Tensor:
 
 
 def _run_triton(anchors, sizes, gt_boxes, gt_mask, topk_total, glip, **_):
-    return atss_assign_triton(_batched_anchors(anchors), _level_starts(sizes, anchors.device), gt_boxes.contiguous(),
-                              gt_mask.contiguous(), topk_total, glip)
+    return atss_assign_op(_batched_anchors(anchors), _level_starts(sizes, anchors.device), gt_boxes, gt_mask,
+                          topk_total, glip)
 
 
 def _run_compiled(anchors, sizes, gt_boxes, gt_mask, topk_total, glip, **_):
@@ -129,19 +139,15 @@ def _run_compiled(anchors, sizes, gt_boxes, gt_mask, topk_total, glip, **_):
 
 
 def _run_torch(anchors, sizes, gt_boxes, gt_mask, topk, anchors_per_location, convention, **_):
+    if gt_boxes.device.type == "meta" or (not torch.compiler.is_compiling() and is_fake(gt_boxes)):
+        # no values to select by (the reference has data-dependent shapes): the shapes of the result
+        return assign_output_shapes(_batched_anchors(anchors), None, gt_boxes, gt_mask, topk, False)
     return atss_assign_reference(anchors, sizes, gt_boxes, gt_mask, topk=topk,
                                  anchors_per_location=anchors_per_location, convention=convention)
 
 
-def _compiled_op_shapes(anchors: torch.Tensor, level_starts: torch.Tensor, gt_boxes: torch.Tensor,
-                        gt_mask: torch.Tensor, topk_total: int, glip: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fake impl of ``fiber_kernels_C::atss_assign_fwd``: ``(B, A)`` int64 and ``(B, A)`` fp32."""
-    shape = (gt_boxes.shape[0], anchors.shape[1])
-    return gt_boxes.new_empty(shape, dtype=torch.int64), gt_boxes.new_empty(shape, dtype=torch.float32)
-
-
 if _extension.is_built() and hasattr(torch.ops.fiber_kernels_C, "atss_assign_fwd"):
-    torch.library.register_fake("fiber_kernels_C::atss_assign_fwd", _compiled_op_shapes)
+    torch.library.register_fake("fiber_kernels_C::atss_assign_fwd", assign_output_shapes)
 
 dispatch.register_backend(OP, "triton", _run_triton, _triton_reasons)
 dispatch.register_backend(OP, "cuda", _run_compiled, _cuda_reasons)
@@ -201,10 +207,21 @@ def atss_targets(anchors: torch.Tensor, matched_gt: torch.Tensor, gt_boxes: torc
                          f"got {tuple(anchors.shape)}")
     if gt_boxes.shape[0] != batch or gt_boxes.shape[-1] != 4:
         raise ValueError(f"gt_boxes must be (B, G, 4) with B = {batch} of matched_gt, got {tuple(gt_boxes.shape)}")
+    if reads_values(anchors, matched_gt, gt_boxes):
+        _check_targets_values(anchors, matched_gt, gt_boxes)
+    return targets_for(anchors, matched_gt, gt_boxes, convention)
+
+
+def _check_targets_values(anchors: torch.Tensor, matched_gt: torch.Tensor, gt_boxes: torch.Tensor) -> None:
+    """matched_gt in [-1, G); the anchors and every box some anchor is matched to finite and not inverted
+    (as ``atss_assign`` requires; unmatched padding boxes are not read)."""
     if matched_gt.numel() and (int(matched_gt.min()) < -1 or int(matched_gt.max()) >= gt_boxes.shape[1]):
         raise ValueError(f"matched_gt must hold -1 or box indices in [0, G = {gt_boxes.shape[1]}), "
                          f"got values in [{int(matched_gt.min())}, {int(matched_gt.max())}]")
-    return targets_for(anchors, matched_gt, gt_boxes, convention)
+    _check_boxes("anchors", anchors)
+    used = torch.zeros((gt_boxes.shape[0], gt_boxes.shape[1] + 1), dtype=torch.bool, device=gt_boxes.device)
+    used.scatter_(1, matched_gt + 1, True)  # column 0 collects the -1 (background) entries
+    _check_boxes("gt_boxes", gt_boxes, used[:, 1:])
 
 
 def cpp_available() -> bool:

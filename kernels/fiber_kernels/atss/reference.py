@@ -135,6 +135,10 @@ def atss_assign_reference(anchors: torch.Tensor, num_anchors_per_level: Sequence
     valid). Returns ``(B, A)`` int64 box indices into the padded G (-1 background) and ``(B, A)`` fp32 IoU.
     """
     batch, num_gt = gt_boxes.shape[:2]
+    if batch == 0:  # nothing to stack: the empty (0, A) result
+        num_anchors = anchors.shape[-2]
+        return (torch.empty((0, num_anchors), dtype=torch.int64, device=gt_boxes.device),
+                torch.empty((0, num_anchors), dtype=torch.float32, device=gt_boxes.device))
     matched, matched_iou = [], []
     for b in range(batch):
         image_anchors = anchors if anchors.dim() == 2 else anchors[b]

@@ -77,17 +77,20 @@ def targets_for(anchors: torch.Tensor, matched_gt: torch.Tensor, gt_boxes: torch
     """Regression targets ``(B, A, 4)`` and centerness ``(B, A)`` (zeros where ``matched_gt < 0``).
 
     anchors ``(A, 4)`` or ``(B, A, 4)``, matched_gt ``(B, A)`` int64, gt_boxes ``(B, G, 4)`` fp32.
+    Elementwise over every anchor (background ones encode box 0 and are zeroed by ``torch.where``): no
+    data-dependent shapes, so fake/meta tensors and ``torch.compile(fullgraph=True)`` trace it.
     """
     batch, num_anchors = matched_gt.shape
     flat_anchors = anchors.expand(batch, num_anchors, 4).reshape(-1, 4)
     matched = matched_gt.reshape(-1)
     positive = matched >= 0
-    image = torch.arange(batch, device=matched.device).repeat_interleave(num_anchors)
-    boxes = gt_boxes[image[positive], matched[positive]]
-    pos_anchors = flat_anchors[positive]
-    codes = encode(boxes, pos_anchors, convention)
-    regression = torch.zeros((batch * num_anchors, 4), dtype=torch.float32, device=matched.device)
-    centers = torch.zeros(batch * num_anchors, dtype=torch.float32, device=matched.device)
-    regression[positive] = codes
-    centers[positive] = centerness(decode_glip(codes, pos_anchors) if convention == "glip" else boxes, pos_anchors)
+    if gt_boxes.shape[1] == 0:  # no box to gather: every anchor is background (matched_gt is all -1)
+        return (torch.zeros((batch, num_anchors, 4), dtype=torch.float32, device=matched.device),
+                torch.zeros((batch, num_anchors), dtype=torch.float32, device=matched.device))
+    index = matched.clamp(min=0).view(batch, num_anchors, 1).expand(batch, num_anchors, 4)
+    boxes = torch.gather(gt_boxes, 1, index).reshape(-1, 4)
+    codes = encode(boxes, flat_anchors, convention)
+    centers = centerness(decode_glip(codes, flat_anchors) if convention == "glip" else boxes, flat_anchors)
+    regression = torch.where(positive[:, None], codes, 0.0)
+    centers = torch.where(positive, centers, 0.0)
     return regression.view(batch, num_anchors, 4), centers.view(batch, num_anchors)
