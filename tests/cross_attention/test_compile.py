@@ -64,7 +64,7 @@ def linear_specs(dtype: str, precision: str, capability: int) -> list[CompileSpe
         _spec(tlin._gated_linear_fwd_kernel,
               {n: f"*{dtype}" for n in ("A", "W", "BIAS", "X", "OUT")} | {"GATE": "*fp32"},
               {"HAS_BIAS": True, **blocks(fwd)}, capability, fwd.num_warps, fwd.num_stages,
-              ("stride_ak", "stride_wk", "stride_xn", "stride_on")),
+              ("stride_ak", "stride_wk", "stride_bias", "stride_xn", "stride_on")),
         _spec(tlin._gated_linear_bwd_kernel, {"A": f"*{dtype}", "B": f"*{dtype}", "C": f"*{dtype}", "GATE": "*fp32"},
               {"SCALE_BY_GATE": True, **blocks(bwd)}, capability, bwd.num_warps, bwd.num_stages,
               ("stride_ak", "stride_bn", "stride_cn")),

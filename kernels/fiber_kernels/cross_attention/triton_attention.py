@@ -420,6 +420,7 @@ def cross_attention_bwd(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor
     mask, stride_mb, stride_mn = _mask_args(key_padding_mask, q)
     has_mask = key_padding_mask is not None
 
+    lse = lse.contiguous()  # (B, H, Nq): the kernels index it by row
     delta = torch.empty(batch, heads, seqlen_q, device=q.device, dtype=torch.float32)
     _cross_attention_bwd_preprocess_kernel[(triton.cdiv(seqlen_q, PREPROCESS_BLOCK_M), batch * heads)](
         out, grad_out, delta, *out.stride(), *grad_out.stride(), heads, seqlen_q,

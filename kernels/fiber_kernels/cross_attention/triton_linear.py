@@ -39,7 +39,7 @@ BWD_CONFIG = LinearConfig(64, 64, 32, 4, 3)
 def _gated_linear_fwd_kernel(
     A, W, BIAS, X, GATE, OUT,
     M, N, K,
-    stride_am, stride_ak, stride_wn, stride_wk, stride_xm, stride_xn, stride_om, stride_on,
+    stride_am, stride_ak, stride_wn, stride_wk, stride_bias, stride_xm, stride_xn, stride_om, stride_on,
     HAS_BIAS: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
@@ -59,7 +59,7 @@ def _gated_linear_fwd_kernel(
                     mask=col_valid[None, :] & k_valid[:, None], other=0.0)
         acc += tl.dot(a, w, input_precision=DOT_PRECISION)
     if HAS_BIAS:
-        acc += tl.load(BIAS + cols, mask=col_valid, other=0.0).to(tl.float32)[None, :]
+        acc += tl.load(BIAS + cols * stride_bias, mask=col_valid, other=0.0).to(tl.float32)[None, :]
     gate = tl.load(GATE).to(tl.float32)
     io_mask = row_valid[:, None] & col_valid[None, :]
     x = tl.load(X + rows[:, None] * stride_xm + cols[None, :] * stride_xn, mask=io_mask, other=0.0)
@@ -98,7 +98,8 @@ def _gated_linear_bwd_kernel(
 
 def gated_linear_fwd(x: torch.Tensor, a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                      gate: torch.Tensor) -> torch.Tensor:
-    """x ``(M, O)``, a ``(M, I)``, weight ``(O, I)``, bias ``(O,)`` or None, gate one fp32 element → ``(M, O)``."""
+    """x ``(M, O)``, a ``(M, I)``, weight ``(O, I)``, bias ``(O,)`` or None, gate one fp32 element → ``(M, O)``.
+    Every tensor is read through its strides (any layout, expanded ones included)."""
     rows, out_features = x.shape
     in_features = a.shape[1]
     out = torch.empty_like(x, memory_format=torch.contiguous_format)
@@ -107,7 +108,7 @@ def gated_linear_fwd(x: torch.Tensor, a: torch.Tensor, weight: torch.Tensor, bia
     _gated_linear_fwd_kernel[grid](
         a, weight, bias if bias is not None else weight, x, gate, out,
         rows, out_features, in_features,
-        *a.stride(), *weight.stride(), *x.stride(), *out.stride(),
+        *a.stride(), *weight.stride(), bias.stride(0) if bias is not None else 0, *x.stride(), *out.stride(),
         HAS_BIAS=bias is not None, BLOCK_M=config.block_m, BLOCK_N=config.block_n, BLOCK_K=config.block_k,
         DOT_PRECISION=dot_precision(a.dtype), num_warps=config.num_warps, num_stages=config.num_stages,
     )

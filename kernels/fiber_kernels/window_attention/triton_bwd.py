@@ -102,9 +102,10 @@ def _bwd_dq_program(
         b, py_n, px_n, real_n, region_n = _window_tokens(
             wid, offs_n, H, W, Hp, Wp, n_win, n_win_w, shift_h, shift_w, WH, WW, SHIFT_FIRST)
         image = qkv_ptr + _image(b, stride_qb, ALIGNED)
-        q = _load_tokens(image, _rows(py_m, px_m, stride_qh, stride_qw, ALIGNED), real_m, fill_k, q_chan, False)
+        q = _load_tokens(image, _rows(py_m, px_m, stride_qh, stride_qw, ALIGNED), real_m, real_m, fill_k, q_chan,
+                         False)
         tok_n = _rows(py_n, px_n, stride_qh, stride_qw, ALIGNED)
-        k = _load_tokens(image, tok_n, real_n, fill_k, k_chan, HAS_QKV_BIAS)
+        k = _load_tokens(image, tok_n, real_n, offs_n < N, fill_k, k_chan, HAS_QKV_BIAS)
         lse = tl.load(lse_ptr + (wid * num_heads + head) * N + offs_m, mask=real_m, other=float("inf"))
         s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * scale
         s += _relative_bias(rpb_ptr, head, offs_m, offs_n, N, BLOCK_N)
@@ -112,8 +113,8 @@ def _bwd_dq_program(
             s += tl.where(region_m[:, None] != region_n[None, :], mask_value, 0.0)
         p = tl.exp(tl.where(key_in_window, s, float("-inf")) - lse[:, None])
         out_tok = _rows(py_m, px_m, stride_oh, stride_ow, ALIGNED)
-        do = _load_tokens(dout_ptr + _image(b, stride_ob, ALIGNED), out_tok, real_m, fill_k, q_chan, False)
-        v = _load_tokens(image, tok_n, real_n, fill_v, v_chan, HAS_QKV_BIAS)
+        do = _load_tokens(dout_ptr + _image(b, stride_ob, ALIGNED), out_tok, real_m, real_m, fill_k, q_chan, False)
+        v = _load_tokens(image, tok_n, real_n, offs_n < N, fill_v, v_chan, HAS_QKV_BIAS)
         delta = tl.load(delta_ptr + b * H * W * num_heads + (py_m * W + px_m) * num_heads + head, mask=real_m,
                         other=0.0)
         ds = p * (tl.dot(do, tl.trans(v), input_precision=DOT_PRECISION) - delta[:, None])
@@ -166,8 +167,9 @@ def _bwd_dkv_program(
                 wid, offs_j, H, W, Hp, Wp, n_win, n_win_w, shift_h, shift_w, WH, WW, SHIFT_FIRST)
             image = qkv_ptr + _image(b, stride_qb, ALIGNED)
             tok_j = _rows(py_j, px_j, stride_qh, stride_qw, ALIGNED)
-            k = _load_tokens(image, tok_j, real_j, fill_k, k_chan, HAS_QKV_BIAS)
-            q = _load_tokens(image, _rows(py_i, px_i, stride_qh, stride_qw, ALIGNED), real_i, fill_k, q_chan, False)
+            k = _load_tokens(image, tok_j, real_j, offs_j < N, fill_k, k_chan, HAS_QKV_BIAS)
+            q = _load_tokens(image, _rows(py_i, px_i, stride_qh, stride_qw, ALIGNED), real_i, real_i, fill_k, q_chan,
+                             False)
             lse = tl.load(lse_ptr + (wid * num_heads + head) * N + offs_i, mask=real_i, other=float("inf"))
             st = tl.dot(k, tl.trans(q), input_precision=DOT_PRECISION) * scale
             st += _relative_bias(rpbt_ptr, head, offs_j, offs_i, N, BLOCK_N)
@@ -175,9 +177,10 @@ def _bwd_dkv_program(
                 st += tl.where(region_j[:, None] != region_i[None, :], mask_value, 0.0)
             pt = tl.exp(tl.where(key_in_window, st, float("-inf")) - lse[None, :])
             out_tok = _rows(py_i, px_i, stride_oh, stride_ow, ALIGNED)
-            do = _load_tokens(dout_ptr + _image(b, stride_ob, ALIGNED), out_tok, real_i, fill_k, q_chan, False)
+            do = _load_tokens(dout_ptr + _image(b, stride_ob, ALIGNED), out_tok, real_i, real_i, fill_k, q_chan,
+                              False)
             dv = tl.dot(pt.to(do.dtype), do, input_precision=DOT_PRECISION)
-            v = _load_tokens(image, tok_j, real_j, fill_v, v_chan, HAS_QKV_BIAS)
+            v = _load_tokens(image, tok_j, real_j, offs_j < N, fill_v, v_chan, HAS_QKV_BIAS)
             delta = tl.load(delta_ptr + b * H * W * num_heads + (py_i * W + px_i) * num_heads + head, mask=real_i,
                             other=0.0)
             dst = pt * (tl.dot(v, tl.trans(do), input_precision=DOT_PRECISION) - delta[None, :])
@@ -334,6 +337,8 @@ def window_attention_bwd(grad_out: torch.Tensor, qkv: torch.Tensor, rpb_table: t
     qkv = qkv if qkv.stride(-1) == 1 else qkv.contiguous()
     grad_out = grad_out.to(qkv.dtype).contiguous()
     out = out.contiguous()
+    lse = lse.contiguous()
+    qkv_bias = qkv_bias.contiguous() if qkv_bias is not None else None  # (3C,): the kernels read it densely
     rpb = dense_relative_bias(rpb_table, window, config.block_n)
     rpbt = dense_relative_bias(rpb_table, window, config.block_n, transpose=True)
     delta = work("delta")

@@ -153,9 +153,13 @@ def is_aligned(C: int, *tensors: torch.Tensor) -> bool:
 
 
 @triton.jit
-def _load_tokens(image_ptr, tok, real, fill, chan, HAS_FILL: tl.constexpr):
-    """Rows ``tok`` (int32 offsets in one image) at channels ``chan``; non-real rows get ``fill`` (or 0)."""
+def _load_tokens(image_ptr, tok, real, in_window, fill, chan, HAS_FILL: tl.constexpr):
+    """Rows ``tok`` (int32 offsets in one image) at channels ``chan``. Padded tokens (``in_window`` but
+    not ``real``) get ``fill`` with ``HAS_FILL``; every other non-real row, the lanes past the window
+    included, gets 0, so a NaN or inf in ``fill`` reaches only the padded tokens that hold it (lanes past
+    the window meet zero probabilities, and 0 * NaN would poison the whole tile)."""
     x = tl.load(image_ptr + tok[:, None] + chan[None, :], mask=real[:, None], other=0.0)
     if HAS_FILL:
-        x = tl.where(real[:, None], x, fill[None, :].to(x.dtype))
+        padded = in_window & (real == 0)
+        x = tl.where(padded[:, None], fill[None, :].to(x.dtype), x)
     return x

@@ -67,9 +67,9 @@ def _window_attention_fwd_kernel(
                 wid, offs_n, H, W, Hp, Wp, n_win, n_win_w, shift_h, shift_w, WH, WW, SHIFT_FIRST)
             image = qkv_ptr + _image(b, stride_qb, ALIGNED)
             q_tok = _rows(py_m, px_m, stride_qh, stride_qw, ALIGNED)
-            q = _load_tokens(image, q_tok, real_m, fill_q, q_chan, HAS_QKV_BIAS)
+            q = _load_tokens(image, q_tok, real_m, offs_m < N, fill_q, q_chan, HAS_QKV_BIAS)
             tok_n = _rows(py_n, px_n, stride_qh, stride_qw, ALIGNED)
-            k = _load_tokens(image, tok_n, real_n, fill_k, k_chan, HAS_QKV_BIAS)
+            k = _load_tokens(image, tok_n, real_n, offs_n < N, fill_k, k_chan, HAS_QKV_BIAS)
             s = tl.dot(q, tl.trans(k), input_precision=DOT_PRECISION) * scale
             s += _relative_bias(rpb_ptr, head, offs_m, offs_n, N, BLOCK_N)
             if HAS_SHIFT:
@@ -78,7 +78,7 @@ def _window_attention_fwd_kernel(
             row_max = tl.max(s, axis=1)
             p = tl.exp(s - row_max[:, None])
             row_sum = tl.sum(p, axis=1)
-            v = _load_tokens(image, tok_n, real_n, fill_v, v_chan, HAS_QKV_BIAS)
+            v = _load_tokens(image, tok_n, real_n, offs_n < N, fill_v, v_chan, HAS_QKV_BIAS)
             o = tl.dot(p.to(v.dtype), v, input_precision=DOT_PRECISION) / row_sum[:, None]
             out_image = out_ptr + _image(b, stride_ob, ALIGNED)
             out_tok = _rows(py_m, px_m, stride_oh, stride_ow, ALIGNED)
@@ -101,8 +101,9 @@ def window_attention_fwd(qkv: torch.Tensor, rpb_table: torch.Tensor, qkv_bias: t
                          mask_value: float, shift_first: bool,
                          config: WindowConfig | None = None,
                          windows_per_prog: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Launch the forward. qkv ``(B, H, W, 3C)`` (channel stride 1), rpb_table ``(R, nH)``, qkv_bias
-    ``(3C,)`` or None. Returns ``out (B, H, W, C)`` in qkv's dtype and ``lse (B·nW, nH, N)`` fp32."""
+    """Launch the forward. qkv ``(B, H, W, 3C)`` (any strides; copied when the channel stride is not 1),
+    rpb_table ``(R, nH)``, qkv_bias ``(3C,)`` or None (any stride; made contiguous). Returns
+    ``out (B, H, W, C)`` in qkv's dtype and ``lse (B·nW, nH, N)`` fp32."""
     B, H, W, C3 = qkv.shape
     C = C3 // 3
     wh, ww = window
@@ -113,6 +114,7 @@ def window_attention_fwd(qkv: torch.Tensor, rpb_table: torch.Tensor, qkv_bias: t
     N = wh * ww
     config = config or pick_config(N)
     qkv = qkv if qkv.stride(-1) == 1 else qkv.contiguous()
+    qkv_bias = qkv_bias.contiguous() if qkv_bias is not None else None  # (3C,): the kernel reads it densely
     rpb = dense_relative_bias(rpb_table, window, config.block_n)
     out = torch.empty((B, H, W, C), device=qkv.device, dtype=qkv.dtype)
     lse = torch.empty((total, num_heads, N), device=qkv.device, dtype=torch.float32)
