@@ -147,13 +147,30 @@ def _triton_reasons(op: str, device: DeviceInfo) -> list[str]:
     reasons = []
     if not _extension.triton_available():
         reasons.append(f"triton is not importable ({_extension.triton_import_error()})")
-    if device.type == "cpu" and os.environ.get("TRITON_INTERPRET", "0") != "1":
+    if device.type == "cpu" and not interpreter_on():
         reasons.append("tensors are on the CPU and TRITON_INTERPRET=1 is not set")
     elif device.type not in ("cpu", "cuda"):
         reasons.append(f"device type {device.type!r} is not supported (cuda, or cpu under TRITON_INTERPRET=1)")
     if device.type == "cuda" and device.capability is not None and device.capability < (7, 0):
         reasons.append(f"compute capability {device.capability} is below sm70")
     return reasons
+
+
+def interpreter_on() -> bool:
+    """True when ``TRITON_INTERPRET=1``: Triton kernels run in its Python interpreter (CPU tensors)."""
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def triton_dtype_reasons(device: DeviceInfo, dtype: torch.dtype) -> list[str]:
+    """Dtype limits every Triton backend shares: under ``TRITON_INTERPRET=1`` bf16 is declined wherever the
+    interpreter would run the kernels (CPU tensors, or CUDA tensors on a machine with a GPU), since its bf16
+    ``tl.dot`` returns wrong results (an upstream Triton interpreter bug). Fake CUDA tensors on a machine
+    without a GPU (shape propagation, compile tests) run nothing and are not declined."""
+    runs_here = device.type == "cpu" or (device.type == "cuda" and torch.cuda.is_available())
+    if dtype == torch.bfloat16 and interpreter_on() and runs_here:
+        return ["bfloat16 under TRITON_INTERPRET=1: the Triton interpreter's bf16 tl.dot returns wrong results "
+                "(upstream bug); use float16/float32 there, or another backend"]
+    return []
 
 
 def _compiled_reasons(op: str, device: DeviceInfo, expected_device: str) -> list[str]:

@@ -30,7 +30,7 @@ BAD = [
     ({"shift_size": (0, 9)}, ValueError, r"shift_size must be smaller than window_size"),
     ({"shift_size": -1}, ValueError, r"shift_size must be >= 0"),
     ({"window_size": 0}, ValueError, r"window_size must be >= 1"),
-    ({"window_size": (7, 7, 7)}, TypeError, r"window_size must be an int or a pair of ints \(h, w\)"),
+    ({"window_size": (7, 7, 7)}, ValueError, r"window_size must be an int or a pair of ints \(h, w\), got 3 values"),
     ({"qkv": torch.randn(49, 3 * 64)}, ValueError, r"qkv must be 4-D \(B, H, W, 3C\), got shape \(49, 192\)"),
     ({"qkv": torch.randn(1, 7, 7, 100)}, ValueError, r"qkv must have 3C channels \(B, H, W, 3C\), got 100"),
     ({"qkv": torch.randint(0, 3, (1, 7, 7, 192))}, TypeError, r"qkv must have dtype in \(float32, float16, bfloat16\)"),
@@ -41,9 +41,9 @@ BAD = [
      r"all tensors must be on one device, got qkv on cpu, rpb_table on meta"),
     ({"qkv_bias": torch.randn(191)}, ValueError, r"qkv_bias must have shape \(3C,\) = \(192,\), got \(191,\)"),
     ({"qkv": "x"}, TypeError, r"qkv must be a torch.Tensor \(B, H, W, 3C\), got str"),
-    ({"num_heads": 2.0}, TypeError, r"num_heads must be an int >= 1, got 2.0"),
+    ({"num_heads": 2.0}, TypeError, r"num_heads must be an int >= 1, got float"),
     ({"scale": -1.0}, ValueError, r"scale must be a finite float > 0 or None, got -1.0"),
-    ({"mask_value": float("nan")}, TypeError, r"mask_value must be a finite float"),
+    ({"mask_value": float("nan")}, ValueError, r"mask_value must be a finite float, got nan"),
     ({"shift_first": 1}, TypeError, r"shift_first must be a bool, got int"),
 ]
 

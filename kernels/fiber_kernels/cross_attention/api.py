@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from .. import dispatch
+from .._autocast import autocast_dtype, cast_floats
 from .._validate import FLOAT_DTYPES, check_choice, check_same_device, check_same_dtype, check_scale, check_tensor
 from . import cuda
 from .checks import check_cross_attention
@@ -42,7 +43,7 @@ def _attention_triton_reasons(device: dispatch.DeviceInfo, q: torch.Tensor, **_:
     if device.type == "cuda" and q.shape[0] * q.shape[1] > MAX_GRID_Y:
         reasons.append(f"B * H must be <= {MAX_GRID_Y} on a GPU (the grid's y dimension of the backward "
                        f"preprocess kernel), got {q.shape[0] * q.shape[1]}")
-    return reasons + _gpu_reasons(device, q.dtype)
+    return reasons + _gpu_reasons(device, q.dtype) + dispatch.triton_dtype_reasons(device, q.dtype)
 
 
 def _attention_triton(q, k, v, key_padding_mask, scale):
@@ -74,8 +75,10 @@ def cross_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_paddi
     (FIBER adds -10000 to those logits); a row whose keys are all padding returns zeros and zero
     gradients. ``scale`` defaults to ``D ** -0.5``. Dtypes fp32, fp16, bf16 (q, k, v alike); any
     ``Nq, Nk >= 1``; the Triton backend takes ``D`` in (32, 64, 128) and saves only q, k, v, the
-    output and the row log-sum-exp for backward. Returns ``(B, H, Nq, D)`` in the dtype of q.
+    output and the row log-sum-exp for backward. Returns ``(B, H, Nq, D)`` in the dtype of q. Under
+    ``torch.autocast`` q, k and v are cast to the region's dtype first (``fiber_kernels._autocast``).
     """
+    q, k, v = cast_floats(autocast_dtype(q), q, k, v)
     check_cross_attention(q, k, v, key_padding_mask)
     scale = check_scale(scale, q.shape[-1])
     chosen = dispatch.select_backend("cross_attention", dispatch.DeviceInfo.of(q), backend,
@@ -113,7 +116,7 @@ def _linear_triton(x, a, weight, bias, alpha, gate):
 
 
 def _linear_triton_reasons(device: dispatch.DeviceInfo, x: torch.Tensor, **_: object) -> list[str]:
-    return _gpu_reasons(device, x.dtype)
+    return _gpu_reasons(device, x.dtype) + dispatch.triton_dtype_reasons(device, x.dtype)
 
 
 dispatch.register_backend("gated_residual_linear", "triton", _linear_triton, _linear_triton_reasons)
@@ -137,7 +140,10 @@ def gated_residual_linear(x: torch.Tensor, a: torch.Tensor, weight: torch.Tensor
     (x, a, weight, bias share one dtype of fp32/fp16/bf16); alpha a one-element float tensor (FIBER's
     ``alpha_i2t`` / ``alpha_t2i`` of shape (1,)); ``gate`` "identity" (FIBER) or "tanh" (Flamingo).
     Gradients flow to x, a, weight, bias and alpha (dalpha is exact at alpha == 0). Returns ``(..., O)``.
+    Under ``torch.autocast`` x, a, weight and bias are cast to the region's dtype (alpha is not), and the
+    result has that dtype (``fiber_kernels._autocast``).
     """
+    x, a, weight, bias = cast_floats(autocast_dtype(x), x, a, weight, bias)
     _check_gated_linear(x, a, weight, bias, alpha, gate)
     chosen = dispatch.select_backend("gated_residual_linear", dispatch.DeviceInfo.of(x), backend, inputs={"x": x})
     return chosen.impl(x, a, weight, bias, alpha, gate)

@@ -16,8 +16,25 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .._validate import check_choice, check_positive_int, check_tensor
 from ..cross_attention import cross_attention, gated_residual_linear
 from ..cross_attention.reference import GATES
+
+
+def _check_tokens(name: str, value: object, channels: int, shape_doc: str) -> torch.Tensor:
+    """A 3-D tensor ``shape_doc`` whose last dim is ``channels``; ValueError / TypeError naming ``name``."""
+    check_tensor(name, value, ndim=3, shape_doc=shape_doc, allow_empty=True)
+    if value.shape[-1] != channels:
+        raise ValueError(f"{name} must be {shape_doc} with {channels} channels, got shape {tuple(value.shape)}")
+    return value
+
+
+def _check_heads(dim_name: str, dim: object, num_heads: object, gate: object) -> None:
+    check_positive_int(dim_name, dim)
+    check_positive_int("num_heads", num_heads)
+    if dim % num_heads != 0:
+        raise ValueError(f"{dim_name} must be divisible by num_heads, got {dim_name}={dim}, num_heads={num_heads}")
+    check_choice("gate", gate, GATES)
 
 
 class ImageToTextFusion(nn.Module):
@@ -32,10 +49,8 @@ class ImageToTextFusion(nn.Module):
     def __init__(self, dim: int, num_heads: int, dim_text: int = 768, qkv_bias: bool = True,
                  norm_layer: type[nn.Module] = nn.LayerNorm, gate: str = "identity", backend: str = "auto") -> None:
         super().__init__()
-        if dim % num_heads != 0:
-            raise ValueError(f"dim must be divisible by num_heads, got dim={dim}, num_heads={num_heads}")
-        if gate not in GATES:
-            raise ValueError(f"gate must be one of {GATES}, got {gate!r}")
+        _check_heads("dim", dim, num_heads, gate)
+        check_positive_int("dim_text", dim_text)
         self.dim = dim
         self.num_heads = num_heads
         self.gate = gate
@@ -51,8 +66,13 @@ class ImageToTextFusion(nn.Module):
         """``(nW * B, N, dim)`` → ``(nW * B, N, dim)``; ``other=None`` returns ``x`` unchanged."""
         if other is None:
             return x
+        _check_tokens("x", x, self.dim, "(nW * B, N, dim)")
+        _check_tokens("other", other, self.qkv_text_i2t.in_features, "(B, N_text, dim_text)")
         windows, tokens, channels = x.shape
         text_batch, text_tokens, _ = other.shape
+        if text_batch == 0 or windows % text_batch != 0:
+            raise ValueError(f"x (nW * B, N, dim) must hold the same number nW >= 1 of windows for each of the B "
+                             f"images of other (B, N_text, dim_text), got {windows} windows for B = {text_batch}")
         heads, head_dim = self.num_heads, channels // self.num_heads
         kv = self.qkv_text_i2t(other).view(text_batch, text_tokens, 2, heads, head_dim)
         k, v = kv[:, :, 0].transpose(1, 2), kv[:, :, 1].transpose(1, 2)
@@ -103,10 +123,8 @@ class TextToImageFusion(nn.Module):
     def __init__(self, hidden_size: int = 768, num_heads: int = 12, dim_image: int = 512,
                  layer_norm_eps: float = 1e-12, gate: str = "identity", backend: str = "auto") -> None:
         super().__init__()
-        if hidden_size % num_heads != 0:
-            raise ValueError(f"hidden_size must be divisible by num_heads, got {hidden_size} and {num_heads}")
-        if gate not in GATES:
-            raise ValueError(f"gate must be one of {GATES}, got {gate!r}")
+        _check_heads("hidden_size", hidden_size, num_heads, gate)
+        check_positive_int("dim_image", dim_image)
         self.hidden_size = hidden_size
         self.num_heads = num_heads
         self.gate = gate
@@ -119,8 +137,13 @@ class TextToImageFusion(nn.Module):
         """``(B, N_text, hidden_size)`` → same shape; ``other=None`` returns ``attention_output`` unchanged."""
         if other is None:
             return attention_output
+        _check_tokens("attention_output", attention_output, self.hidden_size, "(B, N_text, hidden_size)")
+        _check_tokens("other", other, self.crossattention_t2i.self.key.in_features, "(B, N_image, dim_image)")
         batch, text_tokens, hidden = attention_output.shape
         image_batch, image_tokens, _ = other.shape
+        if image_batch != batch:  # the op would group several captions per image: not this module's contract
+            raise ValueError(f"attention_output (B, N_text, hidden_size) and other (B, N_image, dim_image) must "
+                             f"have the same batch B, got {batch} and {image_batch}")
         heads, head_dim = self.num_heads, hidden // self.num_heads
         projections = self.crossattention_t2i.self
         q = projections.query(attention_output).view(batch, text_tokens, heads, head_dim).transpose(1, 2)

@@ -11,12 +11,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .._validate import check_positive_int, check_scale
 from ..window_attention import window_attention
+from ..window_attention.api import as_pair
 from ..window_attention.reference import relative_position_index
-
-
-def _pair(value: int | tuple[int, int] | list[int]) -> tuple[int, int]:
-    return (int(value[0]), int(value[1])) if isinstance(value, (tuple, list)) else (int(value), int(value))
 
 
 def swin_stage_window(input_resolution: tuple[int, int], window_size: int, shift_size: int) -> tuple[int, int]:
@@ -33,11 +31,11 @@ class FusedSwinAttention(nn.Module):
     Args:
         dim: channels C of the input ``(B, H, W, C)``.
         num_heads: heads; ``head_dim`` defaults to ``dim // num_heads``.
-        window_size, shift_size: int or ``(h, w)``; ``0 <= shift < window``.
+        window_size, shift_size: int or ``(h, w)`` of ints (a float is rejected); ``0 <= shift < window``.
         input_resolution: ``(H, W)`` of a fixed-resolution stage; when given, the Swin stage rule
             (``swin_stage_window``) sets window and shift.
         qkv_bias: a bias in the qkv linear (padded tokens hold it, as in Swin).
-        qk_scale: overrides ``head_dim ** -0.5``.
+        qk_scale: overrides ``head_dim ** -0.5``; a finite float > 0 (0.0 is rejected, not defaulted).
         attn_drop: must be 0 (attention dropout is not fused; Swin/FIBER train with 0).
         proj_drop: dropout after the output projection.
         mask_value: added between shift regions (-100 as Swin/FIBER).
@@ -63,16 +61,26 @@ class FusedSwinAttention(nn.Module):
         super().__init__()
         if attn_drop != 0.0:
             raise ValueError(f"attn_drop must be 0: attention dropout is not fused, got {attn_drop}")
+        check_positive_int("dim", dim)
+        check_positive_int("num_heads", num_heads)
+        if head_dim is not None:
+            check_positive_int("head_dim", head_dim)
+        elif dim % num_heads != 0:
+            raise ValueError(f"dim must be divisible by num_heads (or head_dim given), got dim={dim}, "
+                             f"num_heads={num_heads}")
+        window_size = as_pair("window_size", window_size, 1)
+        shift_size = as_pair("shift_size", shift_size, 0)
         if input_resolution is not None:
-            if isinstance(window_size, (tuple, list)) or isinstance(shift_size, (tuple, list)):
-                raise ValueError("input_resolution (the Swin stage rule) takes int window_size and shift_size")
-            window_size, shift_size = swin_stage_window(tuple(input_resolution), window_size, shift_size)
+            if window_size[0] != window_size[1] or shift_size[0] != shift_size[1]:
+                raise ValueError("input_resolution (the Swin stage rule) takes int window_size and shift_size, got "
+                                 f"{window_size} and {shift_size}")
+            window_size, shift_size = swin_stage_window(tuple(input_resolution), window_size[0], shift_size[0])
         self.dim = dim
         self.num_heads = num_heads
-        self.window_size = _pair(window_size)
-        self.shift_size = _pair(shift_size)
+        self.window_size = as_pair("window_size", window_size, 1)
+        self.shift_size = as_pair("shift_size", shift_size, 0)
         head_dim = head_dim or dim // num_heads
-        self.scale = qk_scale or head_dim ** -0.5
+        self.scale = head_dim ** -0.5 if qk_scale is None else check_scale(qk_scale, name="qk_scale")
         self.mask_value = mask_value
         self.shift_first = shift_first
         self.no_shift_in_single_window = no_shift_in_single_window
@@ -97,8 +105,8 @@ class FusedSwinAttention(nn.Module):
         nn.Module.__init__(fused)
         fused.num_heads = attn.relative_position_bias_table.shape[1]
         fused.dim = attn.proj.out_features
-        fused.window_size = _pair(window_size)
-        fused.shift_size = _pair(shift_size)
+        fused.window_size = as_pair("window_size", window_size, 1)
+        fused.shift_size = as_pair("shift_size", shift_size, 0)
         fused.scale = float(scale)
         fused.mask_value = -100.0
         fused.shift_first = shift_first
@@ -122,7 +130,7 @@ class FusedSwinAttention(nn.Module):
     def forward(self, x: torch.Tensor, shift_size: int | tuple[int, int] | None = None) -> torch.Tensor:
         """x ``(B, H, W, C)`` (normed tokens, unpadded) → ``(B, H, W, C)``; ``shift_size`` overrides
         the module's (timm blocks own their shift)."""
-        shift = _pair(shift_size) if shift_size is not None else self.shift_size
+        shift = as_pair("shift_size", shift_size, 0) if shift_size is not None else self.shift_size
         qkv = self.qkv(x)
         bias = self.qkv.bias.to(qkv.dtype) if self.qkv.bias is not None else None
         out = window_attention(qkv, self.relative_position_bias_table.to(qkv.dtype), self.num_heads,

@@ -13,7 +13,15 @@ import math
 import torch
 
 from .. import dispatch
-from .._validate import FLOAT_DTYPES, check_same_device, check_same_dtype, check_scale, check_tensor
+from .._autocast import autocast_dtype, cast_floats
+from .._validate import (
+    FLOAT_DTYPES,
+    check_positive_int,
+    check_same_device,
+    check_same_dtype,
+    check_scale,
+    check_tensor,
+)
 from .cuda import cuda_reasons
 from .function import window_attention_op
 from .reference import window_attention_sdpa
@@ -23,17 +31,22 @@ TRITON_HEAD_DIMS = (16, 32, 64, 128)  # what the kernels take (the interpreter r
 # What the compiled kernels run on sm80/sm90 without spilling, from ahead-of-time compiles of every
 # variant (tests/window_attention/test_aot.py): fp16/bf16 at head dim 32 are spill-free for every
 # window compiled (4x4 to 16x16). Head dim 16 spills at windows over 8x8 (64-744 B), 64 at windows
-# 5x5, 6x6, 8x8 and 14x14 (8-48 B), 128 everywhere (8-88 B); fp32 inputs take exact fp32 FMA math
+# 5x5, 6x6, 8x8 and 14x14 (8-48 B; since the padded-token fill is a select (issue 11, item 9) the forwards
+# at 5x5-8x8 compile without spills, the sm90 forward at 14x14 still spills 40 B; the head-dim-64
+# backward was not recompiled), 128 everywhere (8-88 B); fp32 inputs take exact fp32 FMA math
 # (``DOT_PRECISION="ieee"``, no tensor cores), which spills in every config (up to 13.7 KB) and at
 # head dim 128 needs 272 KB of shared memory. The torch backend (SDPA) serves those on GPUs.
 TRITON_GPU_HEAD_DIMS = (32,)
 TRITON_GPU_DTYPES = (torch.float16, torch.bfloat16)
 
 
-def _pair(name: str, value: object, minimum: int) -> tuple[int, int]:
+def as_pair(name: str, value: object, minimum: int) -> tuple[int, int]:
+    """``value`` as ``(h, w)``: an int or a pair of ints (not bools, not floats) >= ``minimum``."""
     pair = tuple(value) if isinstance(value, (tuple, list)) else (value, value)
-    if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, int) for v in pair):
+    if any(isinstance(v, bool) or not isinstance(v, int) for v in pair):
         raise TypeError(f"{name} must be an int or a pair of ints (h, w), got {value!r}")
+    if len(pair) != 2:
+        raise ValueError(f"{name} must be an int or a pair of ints (h, w), got {len(pair)} values {value!r}")
     if any(v < minimum for v in pair):
         raise ValueError(f"{name} must be >= {minimum} (an int or a pair (h, w)), got {value!r}")
     return pair
@@ -45,16 +58,17 @@ def check_window_attention(qkv: object, rpb_table: object, num_heads: object, wi
     """Validate the arguments of ``window_attention``; return ``(window, shift)`` as pairs."""
     check_tensor("qkv", qkv, ndim=4, dtypes=FLOAT_DTYPES, shape_doc="(B, H, W, 3C)")
     check_tensor("rpb_table", rpb_table, ndim=2, dtypes=FLOAT_DTYPES, shape_doc="((2Wh-1)*(2Ww-1), num_heads)")
-    if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1:
-        raise TypeError(f"num_heads must be an int >= 1, got {num_heads!r}")
-    window = _pair("window_size", window_size, 1)
-    shift = _pair("shift_size", shift_size, 0)
+    check_positive_int("num_heads", num_heads)
+    window = as_pair("window_size", window_size, 1)
+    shift = as_pair("shift_size", shift_size, 0)
     if qkv_bias is not None:
         check_tensor("qkv_bias", qkv_bias, ndim=1, dtypes=FLOAT_DTYPES, shape_doc="(3C,)")
     check_same_device(qkv=qkv, rpb_table=rpb_table, qkv_bias=qkv_bias)
     check_same_dtype(qkv=qkv, rpb_table=rpb_table, qkv_bias=qkv_bias)
-    if isinstance(mask_value, bool) or not isinstance(mask_value, (int, float)) or not math.isfinite(mask_value):
-        raise TypeError(f"mask_value must be a finite float, got {mask_value!r}")
+    if isinstance(mask_value, bool) or not isinstance(mask_value, (int, float)):
+        raise TypeError(f"mask_value must be a finite float, got {type(mask_value).__name__}")
+    if not math.isfinite(mask_value):
+        raise ValueError(f"mask_value must be a finite float, got {mask_value!r}")
     C3 = qkv.shape[-1]
     if C3 % 3 != 0:
         raise ValueError(f"qkv must have 3C channels (B, H, W, 3C), got {C3} channels")
@@ -82,7 +96,7 @@ def _triton_reasons(device: dispatch.DeviceInfo, qkv: torch.Tensor, num_heads: i
         reasons.append(f"window of {window[0] * window[1]} tokens exceeds {MAX_WINDOW_TOKENS} (16x16)")
     if device.type == "cuda":
         reasons += _triton_gpu_reasons(device, qkv.dtype, head_dim)
-    return reasons
+    return reasons + dispatch.triton_dtype_reasons(device, qkv.dtype)
 
 
 def _triton_gpu_reasons(device: dispatch.DeviceInfo, dtype: torch.dtype, head_dim: int) -> list[str]:
@@ -139,7 +153,10 @@ def window_attention(qkv: torch.Tensor, rpb_table: torch.Tensor, num_heads: int,
     mmdetection, torchvision); True shifts the unpadded map, then pads (timm). H and W need not be
     multiples of the window. Dtypes fp32, fp16, bf16 (qkv, table and bias alike). Returns
     ``(B, H, W, C)`` at the original token positions, in qkv's dtype (before Swin's output ``proj``).
+    Under ``torch.autocast`` qkv, the table and the bias are cast to the region's dtype first
+    (``fiber_kernels._autocast``).
     """
+    qkv, rpb_table, qkv_bias = cast_floats(autocast_dtype(qkv), qkv, rpb_table, qkv_bias)
     window, shift = check_window_attention(qkv, rpb_table, num_heads, window_size, shift_size, qkv_bias, mask_value)
     if not isinstance(shift_first, bool):
         raise TypeError(f"shift_first must be a bool, got {type(shift_first).__name__}")
