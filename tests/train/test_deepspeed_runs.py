@@ -101,3 +101,15 @@ def test_coarse_then_fine_with_init(tmp_path, synth):
     assert torch.equal(coarse["itm_head.fc.weight"], fine["itm_head.fc.weight"])  # loaded, not trained by fine
     assert not torch.equal(coarse["text.embeddings.word_embeddings.weight"],
                            fine["text.embeddings.word_embeddings.weight"])  # trained on from the coarse weights
+
+
+@pytest.mark.slow
+def test_bf16_first_step_matches_fp32(tmp_path, synth):
+    """One process, no DeepSpeed JSON: the YAML's precision bf16 trains; its first loss is fp32's to bf16 rounding."""
+    for precision in ("fp32", "bf16"):
+        config = write(tmp_path, f"{precision}.yaml", COARSE + f"precision: {precision}\n")
+        torchrun(["--stage", "coarse", "--config", str(config), "--data", str(synth),
+                  "--out", str(tmp_path / precision), "--max-steps", "2"], nproc=1)
+    fp32, bf16 = losses(tmp_path / "fp32"), losses(tmp_path / "bf16")
+    assert bf16[0] == pytest.approx(fp32[0], rel=5e-3) and bf16[0] != fp32[0]
+    assert load_file(str(tmp_path / "bf16" / "model.safetensors"))["itm_head.fc.weight"].dtype == torch.bfloat16

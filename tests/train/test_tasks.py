@@ -34,10 +34,10 @@ def fine_batch():
     return batch
 
 
-def pair(stage):
-    cfg = FiberConfig.preset("tiny", stage=stage)
+def pair(stage, backend="auto"):
+    cfg = FiberConfig.preset("tiny", stage=stage, backend=backend)
     fused = build_fiber(cfg)
-    eager = build_fiber(cfg, eager=True)
+    eager = build_fiber(FiberConfig.preset("tiny", stage=stage), eager=True)
     eager.load_state_dict(fused.state_dict())
     return fused, eager
 
@@ -48,9 +48,13 @@ def make_task(model, stage):
     return FineTask(model)
 
 
-@pytest.mark.parametrize("stage", ["coarse", "fine"])
-def test_fused_training_step_equals_eager(stage):
-    fused, eager = pair(stage)
+@pytest.mark.parametrize("stage, backend", [
+    ("coarse", "auto"), ("fine", "auto"),
+    pytest.param("coarse", "triton", marks=pytest.mark.slow, id="coarse-triton-interpreter"),  # ~3 min
+])
+def test_fused_training_step_equals_eager(stage, backend):
+    """``auto`` on CPU runs the fused model's CPU paths; ``triton`` runs our Triton kernels in the interpreter."""
+    fused, eager = pair(stage, backend)
     batch = coarse_batch() if stage == "coarse" else fine_batch()
     results = []
     for model in (fused, eager):
