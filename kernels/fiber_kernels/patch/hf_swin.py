@@ -59,6 +59,9 @@ class _FusedSwinLayer:
 
     @staticmethod
     def attention_dropout(layer: nn.Module) -> float:
+        if not hasattr(layer.attention, "q_proj"):
+            raise ValueError(f"{type(layer).__name__} has the transformers 4.x layout (attention.self.query/key/"
+                             "value); patch_hf_swin fuses the transformers 5.x SwinLayer (q_proj/k_proj/v_proj)")
         return layer.attention.attention_dropout
 
     def forward(self, hidden_states: torch.Tensor, input_dimensions: tuple[int, int], always_partition: bool = False,
@@ -135,8 +138,9 @@ def patch_hf_swin(model: nn.Module, *, backend: str = "auto") -> nn.Module:
     Returns ``model``; ``hf_swin_patched_layers(model)`` names the fused layers.
 
     Raises ``ValueError`` for Swin V2 (``Swinv2Layer``: cosine attention and continuous position bias
-    are not fused), when ``model`` has no HF Swin layer, or attention-probability dropout is
-    > 0 (not fused; ``attention_probs_dropout_prob=0``); ``ImportError`` without transformers.
+    are not fused), a transformers 4.x ``SwinLayer`` (``attention.self.query/key/value``), when
+    ``model`` has no HF Swin layer, or attention-probability dropout is > 0 (not fused;
+    ``attention_probs_dropout_prob=0``); ``ImportError`` without transformers.
     The attention weights are never formed: ``output_attentions=True`` raises ``ValueError``.
     """
     if not isinstance(backend, str):
