@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 
 import pytest
@@ -46,3 +47,11 @@ def install_hint(package: str, line: str) -> str:
 
 def require(module: str, package: str, line: str) -> object:
     return pytest.importorskip(module, reason=install_hint(package, line))
+
+
+def saved_and_loaded(model: nn.Module) -> nn.Module:
+    """``torch.save`` of the whole module, then ``torch.load`` (the patchers' run-time classes pickle)."""
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=False)

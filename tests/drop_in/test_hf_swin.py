@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from ._compare import max_diffs, randomize, require
+from ._compare import max_diffs, randomize, require, saved_and_loaded
 
 pytestmark = pytest.mark.drop_in
 transformers = require("transformers", "transformers", "pip install 'transformers>=5.0'")
@@ -86,3 +86,12 @@ def test_hf_swin_v2_is_refused_with_the_reason() -> None:
                                        window_size=4)
     with pytest.raises(ValueError, match="HF Swin V2: its scaled cosine attention .* continuous position bias"):
         patch_hf_swin(transformers.Swinv2Model(config))
+
+
+def test_patched_model_pickles_and_deep_copies() -> None:
+    model = patch_hf_swin(_classifier(), backend="torch")
+    pixels = torch.randn(1, 3, 44, 60)
+    for copied in (saved_and_loaded(model), copy.deepcopy(model)):
+        assert hf_swin_patched_layers(copied) == hf_swin_patched_layers(model)
+        assert copied.swin.encoder.layers[0].blocks[0].fused_backend == "torch"
+        torch.testing.assert_close(copied(pixels).logits, model(pixels).logits, rtol=0, atol=0)

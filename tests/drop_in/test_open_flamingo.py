@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from ._compare import max_diffs, randomize, require
+from ._compare import max_diffs, randomize, require, saved_and_loaded
 
 pytestmark = pytest.mark.drop_in
 helpers = require("open_flamingo.src.helpers", "open-flamingo",
@@ -114,3 +114,12 @@ def test_whole_flamingo_model_equals_unpatched() -> None:
     mask = torch.ones_like(ids)
     out_diff, grad_diff = max_diffs(model, patched, lambda m: m(images, ids, attention_mask=mask).logits)
     assert out_diff < 1e-4 and grad_diff < 1e-4, (out_diff, grad_diff)
+
+
+def test_patched_block_pickles() -> None:
+    block = patch_open_flamingo(_block(immediate=True), backend="torch")
+    text, media = torch.randn(4, 11, 48), torch.randn(4, 2, 5, 40)
+    loaded = saved_and_loaded(block)
+    assert type(loaded) is type(block) and type(loaded.attn) is type(block.attn)
+    torch.testing.assert_close(loaded(text, media, media_locations=_locations()),
+                               block(text, media, media_locations=_locations()), rtol=0, atol=0)

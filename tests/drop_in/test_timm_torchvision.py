@@ -10,7 +10,7 @@ import torch.fx
 from fiber_kernels.modules import FusedSwinAttention
 from fiber_kernels.patch import patch_timm_swin, patch_torchvision_swin
 
-from ._compare import max_diffs, randomize, require
+from ._compare import max_diffs, randomize, require, saved_and_loaded
 
 pytestmark = pytest.mark.drop_in
 timm_swin = require("timm.models.swin_transformer", "timm", "pip install 'timm>=1.0'")
@@ -84,3 +84,9 @@ def test_swin_v2_is_refused_with_the_reason() -> None:
                                  block=tv_swin.SwinTransformerBlockV2, downsample_layer=tv_swin.PatchMergingV2)
     with pytest.raises(ValueError, match="Swin V2 \\(cosine\\) attention is not supported .* continuous position"):
         patch_torchvision_swin(tv)
+
+
+def test_patched_timm_pickles() -> None:
+    model = patch_timm_swin(_timm(img_size=32, window_size=4), backend="torch")
+    images = torch.randn(1, 3, 32, 32)
+    torch.testing.assert_close(saved_and_loaded(model)(images), model(images), rtol=0, atol=0)

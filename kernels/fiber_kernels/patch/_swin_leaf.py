@@ -47,14 +47,3 @@ class TraceableSwinAttention(FusedSwinAttention):
                                     self.num_heads, self.window_size, shift, self.scale, self.shift_first,
                                     self.no_shift_in_single_window, self.mask_value, self.backend)
         return self.proj_drop(self.proj(out))
-
-
-def swap_class(module: torch.nn.Module, mixin: type, cache: dict[type, type]) -> None:
-    """Turn ``module`` into an instance of ``Fused<Name>(mixin, type(module))``
-    in place: no module is added or removed, so parameters and state dict keys stay as they were."""
-    cls = type(module)
-    if issubclass(cls, mixin):
-        return
-    if cls not in cache:
-        cache[cls] = type(f"Fused{cls.__name__}", (mixin, cls), {"__module__": mixin.__module__})
-    module.__class__ = cache[cls]

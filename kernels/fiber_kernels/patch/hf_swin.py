@@ -15,8 +15,7 @@ import torch
 from torch import nn
 
 from . import _swin_leaf
-
-_FUSED_CLASSES: dict[type, type] = {}
+from ._swap import SwappedClass, swap_class
 
 
 def _fused_window_attention(x: torch.Tensor, q: nn.Linear, k: nn.Linear, v: nn.Linear, table: torch.Tensor,
@@ -52,7 +51,7 @@ def _refuse_recorded_attentions() -> None:
                          "run the unpatched model to inspect them")
 
 
-class _FusedSwinLayer:
+class _FusedSwinLayer(SwappedClass):
     """Mixed in before ``transformers.models.swin.modeling_swin.SwinLayer`` (transformers 5.x layout)."""
 
     fused_backend: str = "auto"
@@ -81,7 +80,7 @@ class _FusedSwinLayer:
         return self.dropout(self.mlp(self.layernorm_after(hidden_states))) + hidden_states, None
 
 
-class _FusedDonutSwinLayer:
+class _FusedDonutSwinLayer(SwappedClass):
     """Mixed in before ``transformers.models.donut.modeling_donut_swin.DonutSwinLayer``."""
 
     fused_backend: str = "auto"
@@ -161,12 +160,12 @@ def patch_hf_swin(model: nn.Module, *, backend: str = "auto") -> nn.Module:
     if not layers:
         raise ValueError(f"no HF SwinLayer / DonutSwinLayer found in {type(model).__name__}")
     for layer, mixin in layers:
-        _swin_leaf.swap_class(layer, mixin, _FUSED_CLASSES)
+        swap_class(layer, mixin)
         layer.fused_backend = backend
     return model
 
 
 def hf_swin_patched_layers(model: nn.Module) -> list[str]:
     """Names of the layers of ``model`` that ``patch_hf_swin`` fused."""
-    fused = tuple(_FUSED_CLASSES.values())
-    return [name for name, module in model.named_modules() if fused and isinstance(module, fused)]
+    fused = (_FusedSwinLayer, _FusedDonutSwinLayer)
+    return [name for name, module in model.named_modules() if isinstance(module, fused)]

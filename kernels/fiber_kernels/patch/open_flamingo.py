@@ -20,9 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..cross_attention import cross_attention, gated_residual_linear
-from ._swin_leaf import swap_class
-
-_FUSED_CLASSES: dict[type, type] = {}
+from ._swap import SwappedClass, swap_class
 
 
 def text_time(media_locations: torch.Tensor, num_text: int, use_cached_media: bool) -> torch.Tensor:
@@ -68,7 +66,7 @@ def _grouped_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, times:
     return out
 
 
-class _FusedMaskedCrossAttention:
+class _FusedMaskedCrossAttention(SwappedClass):
     """Mixed in before ``open_flamingo.src.helpers.MaskedCrossAttention``."""
 
     fused_backend: str = "auto"
@@ -100,7 +98,7 @@ class _FusedMaskedCrossAttention:
         return self.to_out(self.attend(x, media, media_locations, use_cached_media))
 
 
-class _FusedGatedCrossAttentionBlock:
+class _FusedGatedCrossAttentionBlock(SwappedClass):
     """Mixed in before ``open_flamingo.src.helpers.GatedCrossAttentionBlock``."""
 
     fused_backend: str = "auto"
@@ -147,6 +145,6 @@ def patch_open_flamingo(model: nn.Module, *, backend: str = "auto") -> nn.Module
                              f"{tuple(k.__name__ for k in kinds)}")
     for module, mixin in [(a, _FusedMaskedCrossAttention) for a in attentions] + \
                          [(b, _FusedGatedCrossAttentionBlock) for b in blocks]:
-        swap_class(module, mixin, _FUSED_CLASSES)
+        swap_class(module, mixin)
         module.fused_backend = backend
     return model

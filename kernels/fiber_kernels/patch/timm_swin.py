@@ -6,9 +6,8 @@ import torch
 from torch import nn
 
 from ..window_attention.reference import relative_position_index
-from ._swin_leaf import TraceableSwinAttention, swap_class
-
-_FUSED_BLOCKS: dict[type, type] = {}
+from ._swap import SwappedClass, swap_class
+from ._swin_leaf import TraceableSwinAttention
 
 
 class TimmFusedSwinAttention(TraceableSwinAttention):
@@ -36,7 +35,7 @@ class TimmFusedSwinAttention(TraceableSwinAttention):
         self.window_size = window_size
 
 
-class _FusedTimmBlock:
+class _FusedTimmBlock(SwappedClass):
     """Mixed in before timm's ``SwinTransformerBlock``: ``_attn`` (shift, pad, partition, attention,
     merge, crop, unshift) is one fused call, with the block's current window and shift."""
 
@@ -93,6 +92,6 @@ def patch_timm_swin(model: nn.Module, *, backend: str = "auto") -> nn.Module:
                                                       proj_drop=attn.proj_drop.p)
             block.attn = attn
         attn.backend = backend
-        swap_class(block, _FusedTimmBlock, _FUSED_BLOCKS)
+        swap_class(block, _FusedTimmBlock)
         block.attn_mask = None
     return model
