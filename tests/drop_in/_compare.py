@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 from collections.abc import Callable
 
@@ -55,3 +56,16 @@ def saved_and_loaded(model: nn.Module) -> nn.Module:
     torch.save(model, buffer)
     buffer.seek(0)
     return torch.load(buffer, weights_only=False)
+
+
+def assert_low_precision_close(model: nn.Module, patched: nn.Module, run: Callable[[nn.Module], torch.Tensor],
+                               dtype: torch.dtype = torch.bfloat16) -> None:
+    """Both models cast to ``dtype``: the patched output's error against the fp32 unpatched output is
+    at most twice the unpatched ``dtype`` model's own error (plus a small floor)."""
+    with torch.no_grad():
+        reference = run(model).float()
+        same = run(copy.deepcopy(model).to(dtype)).float()
+        got = run(copy.deepcopy(patched).to(dtype))
+    assert got.dtype == dtype
+    limit = 2 * (same - reference).abs().max().item() + 1e-3
+    assert (got.float() - reference).abs().max().item() <= limit

@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from ._compare import max_diffs, randomize, require, saved_and_loaded
+from ._compare import assert_low_precision_close, max_diffs, randomize, require, saved_and_loaded
 
 pytestmark = pytest.mark.drop_in
 transformers = require("transformers", "transformers", "pip install 'transformers>=5.0'")
@@ -95,3 +95,10 @@ def test_patched_model_pickles_and_deep_copies() -> None:
         assert hf_swin_patched_layers(copied) == hf_swin_patched_layers(model)
         assert copied.swin.encoder.layers[0].blocks[0].fused_backend == "torch"
         torch.testing.assert_close(copied(pixels).logits, model(pixels).logits, rtol=0, atol=0)
+
+
+def test_bfloat16_patched_model_is_as_close_as_unpatched() -> None:
+    model = _classifier()
+    pixels = torch.randn(2, 3, 44, 60)
+    assert_low_precision_close(model, patch_hf_swin(copy.deepcopy(model), backend="torch"),
+                               lambda m: m(pixels.to(next(m.parameters()).dtype)).logits)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from ._compare import max_diffs, randomize, require, saved_and_loaded
+from ._compare import assert_low_precision_close, max_diffs, randomize, require, saved_and_loaded
 
 pytestmark = pytest.mark.drop_in
 helpers = require("open_flamingo.src.helpers", "open-flamingo",
@@ -123,3 +123,9 @@ def test_patched_block_pickles() -> None:
     assert type(loaded) is type(block) and type(loaded.attn) is type(block.attn)
     torch.testing.assert_close(loaded(text, media, media_locations=_locations()),
                                block(text, media, media_locations=_locations()), rtol=0, atol=0)
+
+
+def test_bfloat16_patched_block_is_as_close_as_unpatched() -> None:
+    model = _Inputs(_block(immediate=True), torch.randn(4, 11, 48), torch.randn(4, 2, 5, 40))
+    assert_low_precision_close(model, patch_open_flamingo(copy.deepcopy(model), backend="torch"),
+                               lambda m: m(_locations()))
