@@ -28,6 +28,7 @@ def _fx_leaves(graph_module: torch.fx.GraphModule) -> int:
                for node in graph_module.graph.nodes)
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning:timm.layers.interpolate")  # timm's table interpolation
 def test_timm_keeps_working_through_set_input_size() -> None:
     # Patched at 44x60 (dynamic mask), then resized twice, each time as the unpatched model is.
     model = _timm(img_size=(44, 60), window_size=4, strict_img_size=False)
@@ -44,6 +45,7 @@ def test_timm_keeps_working_through_set_input_size() -> None:
         assert out_diff < 1e-4 and grad_diff < 1e-4, (img_size, out_diff, grad_diff)
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning:timm.layers.interpolate")
 def test_timm_patch_after_set_input_size() -> None:
     model = _timm(img_size=64, window_size=4)
     model.set_input_size(img_size=(48, 80), window_size=8)
