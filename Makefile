@@ -24,9 +24,11 @@ bench: $(PY)
 	$(PIP) install -q --no-build-isolation -e ".[bench]"
 	$(VENV)/bin/fiber-fast bench --quick
 
-# Tests: the default run (markers "slow" and "gpu" deselected; see pyproject.toml).
+# Tests: the default run (markers "slow" and "gpu" deselected; see pyproject.toml), with the projects
+# the drop-in patchers are compared with (open-flamingo pins an old torch: its package alone, no deps).
 test: $(PY)
-	$(PIP) install -q --no-build-isolation -e ".[test]"
+	$(PIP) install -q --no-build-isolation -e ".[test,drop-in]"
+	$(PIP) install -q --no-deps "open-flamingo==2.0.1"
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: $(PY)

@@ -168,6 +168,10 @@ def main() -> None:
                      "timm>=1.0.31", "torchvision==0.29.1", *TRAIN_REQUIRES],
             "bench": ["pytest-benchmark>=5", "matplotlib", "ninja"],
             "train": TRAIN_REQUIRES,
+            # the real projects the patchers are compared with (tests/drop_in). open-flamingo itself pins
+            # torch==2.0.1: install it with `pip install --no-deps open-flamingo==2.0.1` (docs/drop_in.md)
+            "drop-in": ["mmdet==3.3.0", "mmengine==0.10.7", "mmcv-lite==2.1.0", "open_clip_torch==3.3.0",
+                        "einops-exts==0.0.4", "ftfy>=6.1"],
         },
         entry_points={"console_scripts": ["fiber-fast=fiber_fast.cli:main"]},
         ext_modules=ext_modules,
