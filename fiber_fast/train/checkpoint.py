@@ -163,14 +163,25 @@ def _read_deepspeed(folder: Path, tag: str) -> dict[str, torch.Tensor]:
 def load_shared_weights(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, list[str]]:
     """Copy every entry of ``state`` whose name and shape match ``model``'s; report the rest.
 
-    Returns ``{"loaded", "missing" (model keys not in state; a tied alias of a loaded tensor, e.g. the
-    MLM decoder of the word embeddings, counts as loaded), "unexpected" (state keys not in model),
-    "mismatched" (same name, other shape)}``.
+    A Swin ``relative_position_bias_table`` whose window differs (a coarse model at a small size
+    shrinks its last stage's window; the fine stage's detection variant keeps it) is interpolated
+    bicubically to the model's table, as Swin checkpoints are moved between window sizes.
+
+    Returns ``{"loaded", "resized" (tables interpolated, also in "loaded"), "missing" (model keys not in
+    state; a tied alias of a loaded tensor, e.g. the MLM decoder of the word embeddings, counts as
+    loaded), "unexpected" (state keys not in model), "mismatched" (same name, other shape, not loaded)}``.
     """
+    from fiber_fast.models.checkpoint import resize_relative_position_table
+
     own = model.state_dict(keep_vars=True)
     shared = {k: v for k, v in state.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
+    resized = {k: resize_relative_position_table(v, own[k].shape[0]) for k, v in state.items()
+               if k.endswith("relative_position_bias_table") and k in own and k not in shared
+               and v.shape[1:] == own[k].shape[1:]}
+    shared.update(resized)
     model.load_state_dict(shared, strict=False)
     loaded_storage = {own[k].data_ptr() for k in shared}
     missing = [k for k in own if k not in state and own[k].data_ptr() not in loaded_storage]
-    return {"loaded": sorted(shared), "missing": sorted(missing), "unexpected": sorted(set(state) - set(own)),
+    return {"loaded": sorted(shared), "resized": sorted(resized), "missing": sorted(missing),
+            "unexpected": sorted(set(state) - set(own)),
             "mismatched": sorted(k for k in state if k in own and k not in shared)}

@@ -143,7 +143,7 @@ def train(cfg: TrainConfig, options: RunOptions) -> int:
         report = load_shared_weights(task.model, read_init_state(options.init))
         _say(f"--init {options.init}: loaded {len(report['loaded'])} tensors; missing {len(report['missing'])} "
              f"{report['missing'][:8]}; unexpected {len(report['unexpected'])} {report['unexpected'][:8]}; "
-             f"shape-mismatched {report['mismatched']}")
+             f"window-resized bias tables {report['resized']}; shape-mismatched {report['mismatched']}")
         if rank() == 0:
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / "init_report.json").write_text(json.dumps({"source": str(options.init), **report}, indent=1))

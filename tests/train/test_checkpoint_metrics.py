@@ -103,3 +103,15 @@ def test_metrics_resume_appends_and_last_line_counts(tmp_path):
     assert any((tmp_path / "tensorboard").iterdir())
     assert json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[0])["step"] == 1
     assert MetricsLogger(tmp_path / "off", enabled=False, total_steps=1, start_step=0).close() is None
+
+
+def test_load_shared_weights_interpolates_bias_tables_of_another_window():
+    """A coarse model at 64 px shrinks its last stage's window to 2 (a 3x3 table); the fine model keeps 4 (7x7)."""
+    from fiber_fast.models.checkpoint import resize_relative_position_table
+
+    model = nn.ParameterDict({"relative_position_bias_table": nn.Parameter(torch.zeros(49, 4))})
+    small = torch.randn(9, 4)
+    report = load_shared_weights(model, {"relative_position_bias_table": small})
+    assert report["resized"] == ["relative_position_bias_table"] and report["mismatched"] == []
+    assert torch.equal(model["relative_position_bias_table"].detach(), resize_relative_position_table(small, 49))
+    assert model["relative_position_bias_table"].detach()[24].abs().sum() > 0  # the centre offset carries over
