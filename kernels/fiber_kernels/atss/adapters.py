@@ -3,9 +3,11 @@
 * ``FusedATSSAssigner``: mmdetection's assigner call shape, ``assign(pred_instances, num_level_priors,
   gt_instances, gt_instances_ignore=None)``, returning 1-based box indices (0 background), the max
   overlaps (-1e8 for background when there are boxes, as mmdetection) and labels (-1 background).
-  Duck-typed on objects with ``.priors`` / ``.bboxes`` / ``.labels``; registered in mmdetection's
-  ``TASK_UTILS`` as ``"FusedATSSAssigner"`` when mmdetection is importable, and then returns its
-  ``AssignResult``.
+  Duck-typed on objects with ``.priors`` / ``.bboxes`` / ``.labels``; returns mmdetection's
+  ``AssignResult`` when mmdetection is importable. Importing ``fiber_kernels.patch.mmdet`` registers the
+  mmdetection assigner (with its IoU-calculator configs) in mmdetection's ``TASK_UTILS``; importing this
+  module registers nothing (mmdetection's registry imports ``mmdet.models``, which fails without mmcv's
+  compiled ops).
 * ``GLIPATSSTargets.prepare_targets(targets, anchors, ...)``: GLIP/FIBER's
   ``ATSSLossComputation.prepare_targets`` with the same inputs (per-image box lists with ``.bbox`` and
   ``.get_field("labels")``; per image a list of per-level anchor box lists) and outputs.
@@ -149,17 +151,3 @@ class GLIPATSSTargets:
                 per_anchor[background] = unmatched
                 token_labels.append(per_anchor)
         return cls_labels, reg_targets, token_labels, [], [], [], []
-
-
-def register_with_mmdet() -> bool:
-    """Register ``FusedATSSAssigner`` in mmdetection's ``TASK_UTILS``; False when mmdetection is absent."""
-    try:
-        from mmdet.registry import TASK_UTILS
-    except ImportError:
-        return False
-    if TASK_UTILS.get("FusedATSSAssigner") is None:
-        TASK_UTILS.register_module(name="FusedATSSAssigner", module=FusedATSSAssigner)
-    return True
-
-
-register_with_mmdet()
