@@ -41,7 +41,7 @@ def groups(rows: list[dict[str, Any]]) -> dict[tuple[str, ...], list[dict[str, A
     """Plot groups ``(kind, kernel, metric, mode, device, dtype) -> rows`` (skips left out)."""
     out: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for r in rows:
-        if r["kind"] in ("measured", "projected") and r["metric"] in AXES:
+        if r["kind"] in ("measured", "exact", "projected") and r["metric"] in AXES:
             key = (r["kind"], r["kernel"], r["metric"], r["mode"], r["device"], r["dtype"])
             out.setdefault(key, []).append(r)
     return out

@@ -4,10 +4,12 @@ A row is one figure: ``metric`` of ``provider`` running ``kernel`` in ``mode`` o
 Every row has exactly one ``kind``:
 
 * ``measured``  - timed or counted on this machine (CPU time, exact saved/peak bytes),
+* ``exact``     - saved/peak bytes counted from the tensors (fake CUDA), as a benchmark may label them,
 * ``projected`` - a roofline estimate for a GPU we do not have (never mixed with measured figures),
 * ``skipped``   - a provider that could not run, with the reason in ``note``.
 
-The kind follows from the metric (``METRICS``), so a row cannot label a projection as measured.
+The kind follows from the metric (``METRICS``; ``exact`` allowed for ``EXACT_METRICS``), so a row cannot
+label a projection as measured.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ COLUMNS: tuple[str, ...] = (
     "run_id", "timestamp", "kind", "kernel", "provider", "mode", "shape", "dims", "dtype", "metric", "unit",
     "median", "p20", "p80", "rounds", "device", "torch", "triton", "commit", "note",
 )
-KINDS: tuple[str, ...] = ("measured", "projected", "skipped")
+KINDS: tuple[str, ...] = ("measured", "exact", "projected", "skipped")
 MODES: tuple[str, ...] = ("fwd", "bwd", "full")
 # metric -> (unit, kind). Add a metric here before a benchmark writes it.
 METRICS: dict[str, tuple[str, str]] = {
@@ -40,7 +42,19 @@ METRICS: dict[str, tuple[str, str]] = {
     "projected_time": ("s", "projected"),        # roofline time on ``device`` (a GPU we do not have)
     "projected_tflops": ("TFLOP/s", "projected"),  # counted FLOPs / projected_time
     "skipped": ("", "skipped"),                  # provider could not run; reason in ``note``
+    "saved_bytes_part": ("B", "exact"),          # saved_bytes of one part of a model (part in ``note``)
+    "model_state_bytes": ("B", "projected"),     # per-rank parameters + gradients + optimizer states (ZeRO)
+    "max_batch": ("samples", "projected"),       # largest micro-batch that fits a card (from exact bytes)
+    "samples_per_s": ("samples/s", "measured"),  # training-step throughput
 }
+# Accounting metrics a benchmark may label ``exact`` (counted from the tensors, not sampled) instead of
+# ``measured``; neither kind is ever ``projected``.
+EXACT_METRICS: frozenset[str] = frozenset({"saved_bytes", "peak_bytes", "saved_bytes_part"})
+
+
+def kind_allowed(metric: str, kind: str) -> bool:
+    """Whether a row of ``metric`` may have ``kind`` (its own, or ``exact`` for ``EXACT_METRICS``)."""
+    return metric in METRICS and (kind == METRICS[metric][1] or (kind == "exact" and metric in EXACT_METRICS))
 
 
 @dataclass(frozen=True)
@@ -71,7 +85,7 @@ class Row:
         if self.metric not in METRICS:
             raise ValueError(f"metric must be one of {sorted(METRICS)}, got {self.metric!r}")
         unit, kind = METRICS[self.metric]
-        if self.kind and self.kind != kind:
+        if self.kind and not kind_allowed(self.metric, self.kind):
             raise ValueError(f"metric {self.metric!r} is {kind!r}; a row of kind {self.kind!r} cannot hold it "
                              "(measured and projected figures never share a row)")
         if self.mode not in MODES:
@@ -80,7 +94,7 @@ class Row:
             raise ValueError("a skipped row needs the reason in note")
         if kind != "skipped" and (self.median is None or not math.isfinite(self.median)):
             raise ValueError(f"median of a {kind} row must be a finite number, got {self.median!r}")
-        object.__setattr__(self, "kind", kind)
+        object.__setattr__(self, "kind", self.kind or kind)
         object.__setattr__(self, "unit", unit)
 
 
@@ -242,7 +256,7 @@ def read_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         for line, raw in enumerate(reader, start=2):
             rec: dict[str, Any] = dict(raw)
             metric = rec["metric"]
-            if metric not in METRICS or METRICS[metric][1] != rec["kind"]:
+            if not kind_allowed(metric, rec["kind"]):
                 raise ValueError(f"{path}:{line}: metric {metric!r} with kind {rec['kind']!r} is not allowed")
             for key in ("median", "p20", "p80", "rounds"):
                 rec[key] = float(rec[key]) if rec[key] else None

@@ -16,6 +16,7 @@ from typing import Any
 
 STAGES = ("coarse", "fine")
 BACKENDS = ("auto", "triton", "cuda", "torch")
+CHECKPOINTING = ("none", "mlp", "block")
 
 
 @dataclass
@@ -42,7 +43,13 @@ class ImageConfig:
 
 @dataclass
 class TextConfig:
-    """The RoBERTa text backbone (HF ``RobertaConfig`` argument names)."""
+    """The RoBERTa text backbone (HF ``RobertaConfig`` argument names).
+
+    ``linear_init_std`` (not an HF name): std of the text backbone's linear weights at initialisation,
+    0.02 as in FIBER/HF. A from-scratch model may raise it (the demo: 0.1): at 0.02 the attention
+    branches are so small that the first-token state, FIBER's ITC text embedding, is the same for
+    every caption (0.7% relative spread across captions in the tiny preset), and ITC cannot start.
+    """
 
     vocab_size: int = 50265
     hidden_size: int = 768
@@ -56,6 +63,7 @@ class TextConfig:
     hidden_act: str = "gelu"
     hidden_dropout_prob: float = 0.1
     attention_probs_dropout_prob: float = 0.1
+    linear_init_std: float = 0.02
 
 
 @dataclass
@@ -83,6 +91,10 @@ class FiberConfig:
         fpn_channels, head_convs, head_groups, prior_prob, log_scale: the grounding head (GLIP's
             ``OUT_CHANNELS``, ``NUM_CONVS``, GroupNorm groups, ``PRIOR_PROB``, ``LOG_SCALE``).
         anchor_scale: anchor side = ``anchor_scale * stride`` (8: sizes 64-1024 on P3-P7).
+        activation_checkpointing: memory saving in training (``torch.utils.checkpoint``, non-reentrant,
+            RNG state preserved, so losses and gradients are unchanged): ``"none"``; ``"mlp"`` recomputes
+            each Swin block's ``norm2`` + MLP in the backward; ``"block"`` recomputes every Swin block
+            (attention, fusion branch, MLP) and keeps only its input.
     """
 
     image: ImageConfig = field(default_factory=ImageConfig)
@@ -100,6 +112,7 @@ class FiberConfig:
     prior_prob: float = 0.01
     log_scale: float = 0.0
     anchor_scale: float = 8.0
+    activation_checkpointing: str = "none"
 
     def __post_init__(self) -> None:
         if isinstance(self.image, dict):
@@ -117,6 +130,9 @@ class FiberConfig:
         image, text = self.image, self.text
         if self.stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}, got {self.stage!r}")
+        if self.activation_checkpointing not in CHECKPOINTING:
+            raise ValueError(f"activation_checkpointing must be one of {CHECKPOINTING}, got "
+                             f"{self.activation_checkpointing!r}")
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         if len(image.depths) != len(image.num_heads) or len(image.depths) < 3:

@@ -20,6 +20,7 @@ from fiber_kernels.modules import FusedSwinAttention, ImageToTextFusion
 from timm.layers import PatchEmbed
 from timm.models.swin_transformer import PatchMerging, SwinTransformerBlock, window_partition, window_reverse
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .config import FiberConfig
 
@@ -45,24 +46,40 @@ class FiberSwinBlock(SwinTransformerBlock):
 
     ``forward(x, text=None, text_padding=None)``: x ``(B, H, W, C)`` any ``H, W``; text ``(B, T, D_text)``
     previous-layer text states; text_padding bool ``(B, T)`` True = padding. ``text=None`` runs no fusion.
+    ``checkpointing`` (``FiberConfig.activation_checkpointing``): with grad enabled, ``"mlp"`` recomputes
+    ``norm2`` + MLP in the backward, ``"block"`` the whole block (non-reentrant, RNG state preserved).
     """
 
     fusion: ImageToTextFusion | None
 
-    def __init__(self, *args: object, dim_text: int | None = None, **kwargs: object) -> None:
+    def __init__(self, *args: object, dim_text: int | None = None, checkpointing: str = "none",
+                 **kwargs: object) -> None:
         super().__init__(*args, always_partition=True, dynamic_mask=True, **kwargs)
         if dim_text is not None:
             self.fusion = ImageToTextFusion(self.dim, self.attn.num_heads, dim_text=dim_text)
         else:
             self.fusion = None
+        self.checkpointing = checkpointing
 
     def forward(self, x: torch.Tensor, text: torch.Tensor | None = None,
                 text_padding: torch.Tensor | None = None) -> torch.Tensor:
+        if self.checkpointing == "block" and torch.is_grad_enabled():
+            return checkpoint(self._block, x, text, text_padding, use_reentrant=False)
+        return self._block(x, text, text_padding)
+
+    def _block(self, x: torch.Tensor, text: torch.Tensor | None, text_padding: torch.Tensor | None) -> torch.Tensor:
         B, H, W, C = x.shape
         x = x + self.drop_path1(self._attention(self.norm1(x), text, text_padding))
         x = x.reshape(B, -1, C)
-        x = x + self.drop_path2(self.mlp(self.norm2(x)))
+        if self.checkpointing == "mlp" and torch.is_grad_enabled():
+            x = x + self.drop_path2(checkpoint(self._norm_mlp, x, use_reentrant=False))
+        else:
+            x = x + self.drop_path2(self._norm_mlp(x))
         return x.reshape(B, H, W, C)
+
+    def _norm_mlp(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, N, C)`` -> ``mlp(norm2(x))``, the same shape."""
+        return self.mlp(self.norm2(x))
 
     def _attention(self, x: torch.Tensor, text: torch.Tensor | None, text_padding: torch.Tensor | None
                     ) -> torch.Tensor:
@@ -144,7 +161,8 @@ class SwinBackbone(nn.Module):
                     dim=dims[stage], input_resolution=(window, window), num_heads=image.num_heads[stage],
                     window_size=window, shift_size=0 if block % 2 == 0 else shift, mlp_ratio=image.mlp_ratio,
                     qkv_bias=image.qkv_bias, proj_drop=image.drop_rate, drop_path=drop_path[index],
-                    dim_text=cfg.text.hidden_size if (stage, block) in fused else None))
+                    dim_text=cfg.text.hidden_size if (stage, block) in fused else None,
+                    checkpointing=cfg.activation_checkpointing))
             downsample = PatchMerging(dim=dims[stage - 1], out_dim=dims[stage]) if stage > 0 else nn.Identity()
             layers.append(SwinStage(downsample, blocks))
         self.layers = nn.ModuleList(layers)

@@ -1,0 +1,145 @@
+"""The training-step benchmark (bench/bench_train_step.py, bench/train_step.py) and the memory-saving option
+``FiberConfig.activation_checkpointing``: the CSV contract on the tiny preset, exact figures repeatable and
+consistent, the ZeRO/max-batch arithmetic, and checkpointing leaving losses and gradients unchanged."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench import train_step as ts  # noqa: E402
+from fiber_fast.models import FiberConfig, build_fiber  # noqa: E402
+
+
+def _bench(out: Path, keyword: str) -> list[dict[str, str]]:
+    env = {**os.environ, "FIBER_FAST_BENCH_TINY": "1"}
+    run = subprocess.run([sys.executable, "-m", "fiber_fast", "bench", "-k", keyword, "--out", str(out)],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    with open(out / "latest.csv", newline="", encoding="utf-8") as src:
+        return list(csv.DictReader(src))
+
+
+def _check_contract(rows: list[dict[str, str]], providers: tuple[str, ...], throughput: bool) -> None:
+    kinds = {(r["kernel"], r["provider"], r["shape"], r["metric"], r["kind"]) for r in rows}
+    for provider in providers:
+        for kernel, shape in (("train_step_coarse", "coarse_b8"), ("train_step_fine", "fine_b2")):
+            for metric, kind in (("saved_bytes", "exact"), ("peak_bytes", "exact"), ("saved_bytes_part", "exact"),
+                                 ("model_state_bytes", "projected"), ("max_batch", "projected"),
+                                 ("projected_time", "projected")):
+                assert (kernel, provider, shape, metric, kind) in kinds, (kernel, provider, shape, metric)
+        if throughput:
+            measured = [r for r in rows if r["metric"] == "samples_per_s" and r["provider"] == provider]
+            assert {r["kernel"] for r in measured} == {"train_step_coarse", "train_step_fine"}
+            assert all(r["kind"] == "measured" and float(r["median"]) > 0 for r in measured)
+    assert {r["kind"] for r in rows} <= {"exact", "projected", "measured"}
+    cards = {r["device"] for r in rows if r["metric"] == "max_batch"}
+    assert cards == {"V100-32GB", "A100-40GB", "A100-80GB"}
+    states = {(r["device"]) for r in rows if r["metric"] == "model_state_bytes"}
+    assert states == {f"ZeRO-{z}, {n} ranks" for z in (1, 2, 3) for n in (8, 64)}
+
+
+def test_csv_contract_on_tiny(tmp_path: Path) -> None:
+    """``fiber-fast bench -k train_step`` (tiny preset, fused) writes the issue's labels and kinds."""
+    rows = _bench(tmp_path, "train_step and fused and not ckpt and not fine_b1 and not samples")
+    _check_contract(rows, ("fused",), throughput=False)
+
+
+@pytest.mark.slow
+def test_csv_contract_on_tiny_every_row(tmp_path: Path) -> None:
+    """The whole benchmark on the tiny preset: every provider, the measured CPU throughput too (~3 min)."""
+    rows = _bench(tmp_path, "train_step")
+    _check_contract(rows, tuple(ts.VARIANTS), throughput=True)
+    assert {r["shape"] for r in rows if r["metric"] == "saved_bytes"} == {"coarse_b8", "fine_b1", "fine_b2"}
+
+
+def test_samples_per_second_is_a_rate() -> None:
+    rates = ts.samples_per_second(ts.StepSpec("k", "tiny", "fine", 1), ts.VARIANTS["fused"], rounds=2)
+    assert len(rates) == 2 and all(0 < rate < 1e4 for rate in rates)
+
+
+def test_exact_memory_repeatable_and_parts_add_up() -> None:
+    spec, variant = ts.TINY_STEPS["fine_b1"], ts.VARIANTS["fused"]
+    first, second = ts.exact_memory(spec, variant), ts.exact_memory(spec, variant)
+    assert first == second
+    assert sum(first.parts.values()) == first.saved > 0
+    assert first.parts["window_attention"] > 0 and first.parts["fusion"] > 0 and first.parts["heads"] > 0
+    # bf16 parameters live throughout: with what the forward saved (its end), with all gradients (the backward's)
+    assert first.peak >= 2 * first.params_all + max(first.saved, 2 * first.params_trained)
+
+
+def test_fake_mode_fixes_data_dependent_sizes() -> None:
+    mode = ts.StepFakeMode()
+    with mode:
+        rows = torch.empty(6, dtype=torch.bool, device="cuda")
+        tokens = torch.empty(4, 10, dtype=torch.bool, device="cuda")
+        values = torch.empty(4, 10, 3, device="cuda")
+        assert rows.nonzero().shape == (6, 1)
+        assert values[tokens].shape == (math.ceil(0.15 * 40), 3)
+        assert bool(tokens.any()) and int(values.sum()) == 0
+
+
+def test_model_state_bytes_and_max_batch_arithmetic() -> None:
+    # 100 parameters, 80 trained: bf16 params 200 B, grads 160 B, fp32 master + m + v 960 B
+    assert ts.model_state_bytes(100, 80, 1, 8) == 200 + 160 + 120
+    assert ts.model_state_bytes(100, 80, 2, 8) == 200 + 20 + 120
+    assert ts.model_state_bytes(100, 80, 3, 8) == 25 + 20 + 120
+    with pytest.raises(ValueError, match="zero"):
+        ts.model_state_bytes(100, 80, 0, 8)
+    # usable 90 of 100 B: 90 - 20 states - 10 intercept = 60 -> 6 samples of 10 B
+    assert ts.max_batch(100, 20, 10.0, 10.0) == 6
+    assert ts.max_batch(100, 95, 10.0, 10.0) == 0
+    small = ts.ExactMemory(0, 1000 + 40, {}, 10, 10)
+    large = ts.ExactMemory(0, 1000 + 40 + 300, {}, 10, 10)
+    assert ts.activation_line((1, small), (4, large)) == (1000 - 100 + 40 - 40, 100)
+
+
+def _step(cfg: FiberConfig, stage: str, state: dict[str, torch.Tensor], batch: dict[str, torch.Tensor],
+          eager: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    model = build_fiber(cfg, eager=eager)
+    model.load_state_dict(state)
+    task = ts.make_task(model, stage)
+    torch.manual_seed(11)  # same masking, negatives and drop-path masks
+    losses = task(batch)
+    losses["loss"].backward()
+    return losses, {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("stage", ["coarse", "fine"])
+@pytest.mark.parametrize("checkpointing", ["mlp", "block"])
+def test_checkpointing_keeps_losses_and_gradients(stage: str, checkpointing: str) -> None:
+    """Against the fused model without it (drop path on: the recomputation replays the RNG) and against eager."""
+    spec = ts.StepSpec("k", "tiny", stage, 2)
+    batch = ts.make_batch(ts.step_config(spec, ts.VARIANTS["fused"]), stage, 2, "cpu", torch.float32,
+                          torch.Generator().manual_seed(3))
+    for drop_path, eager in ((0.2, False), (0.0, True)):
+        image = {"drop_path_rate": drop_path}
+        plain = FiberConfig.preset("tiny", stage=stage, image=image)
+        saving = FiberConfig.preset("tiny", stage=stage, image=image, activation_checkpointing=checkpointing)
+        state = build_fiber(plain).state_dict()
+        reference = _step(plain, stage, state, batch, eager=eager)
+        losses, grads = _step(saving, stage, state, batch)
+        tolerance = {"rtol": 1e-4, "atol": 1e-5} if eager else {"rtol": 0, "atol": 0}
+        for key, value in reference[0].items():
+            torch.testing.assert_close(losses[key], value, **tolerance)
+        assert grads.keys() == reference[1].keys() and len(grads) > 20
+        for name, grad in reference[1].items():
+            torch.testing.assert_close(grads[name], grad, rtol=1e-3 if eager else 0, atol=1e-5 if eager else 0,
+                                       msg=lambda m, n=name: f"{n}: {m}")
+
+
+def test_checkpointing_config_is_validated() -> None:
+    with pytest.raises(ValueError, match="activation_checkpointing"):
+        FiberConfig.preset("tiny", activation_checkpointing="all")
+    assert FiberConfig.preset("tiny").activation_checkpointing == "none"
