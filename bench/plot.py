@@ -18,6 +18,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make ``bench`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.plot_train_step import train_step_plots  # noqa: E402
 from bench.schema import read_rows  # noqa: E402
 
 # metric -> (y label, scale applied to the stored value)
@@ -83,7 +84,7 @@ def plot_rows(rows: list[dict[str, Any]], out_dir: str | Path) -> list[Path]:
         fig.savefig(path, dpi=110)
         plt.close(fig)
         written.append(path)
-    return written
+    return written + train_step_plots(rows, out, plt)
 
 
 def y_scale(values: list[float]) -> str:

@@ -351,12 +351,13 @@ def model_state_bytes(params_all: int, params_trained: int, zero: int, ranks: in
 
 
 def activation_line(small: tuple[int, ExactMemory], large: tuple[int, ExactMemory]) -> tuple[float, float]:
-    """``(intercept, bytes per sample)`` of the peak minus the bf16 parameters and gradients it holds,
-    through two batch sizes (peak memory is linear in the batch at fixed image and text sizes)."""
+    """``(intercept, bytes per sample)`` of the peak minus the bf16 parameters it holds, through two batch
+    sizes (peak memory is linear in the batch at fixed image and text sizes). The gradients live at the
+    peak stay in (ZeRO's states count them again): conservative by at most 2 bytes per trained parameter."""
     (b1, m1), (b2, m2) = small, large
     if b1 == b2:
         raise ValueError("activation_line needs two different batch sizes")
-    states = 2 * m1.params_all + 2 * m1.params_trained
+    states = 2 * m1.params_all
     slope = (m2.peak - m1.peak) / (b2 - b1)
     return m1.peak - states - slope * b1, slope
 
