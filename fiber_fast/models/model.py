@@ -11,6 +11,8 @@ no fusion module called at all (the dual encoder of ITC and retrieval).
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 from fiber_kernels.modules import ImageToTextFusion, TextToImageFusion
 from torch import nn
@@ -22,6 +24,8 @@ from .inputs import check_pixel_values, check_same_batch, check_text
 from .outputs import FiberOutput, ImageLower, TextLower
 from .roberta import TextBackbone, fused_layer_forward
 from .swin import SwinBackbone
+
+INIT_STD = 0.02
 
 
 class FiberModel(nn.Module):
@@ -48,8 +52,9 @@ class FiberModel(nn.Module):
         self.mlm_head = MLMHead(self.itm_head.text_transform, cfg.text.vocab_size, cfg.text.layer_norm_eps,
                                 self.text.embeddings.word_embeddings if cfg.tie_word_embeddings else None)
         self.grounding_head = GroundingHead(cfg) if cfg.detection_head else None
-        for module in (self.mlm_head, self.itc_head, self.itm_head, self.image, self.text):  # text last: tied decoder
+        for module in (self.mlm_head, self.itc_head, self.itm_head, self.image):
             module.apply(_init_weights)
+        self.text.apply(partial(_init_weights, linear_std=cfg.text.linear_init_std))  # last: tied decoder
         backend = "torch" if eager else cfg.backend
         for module in self.modules():
             if isinstance(module, (ImageToTextFusion, TextToImageFusion)):
@@ -133,15 +138,16 @@ class FiberModel(nn.Module):
         return self.upper(self.image_lower(pixel_values), self.text_lower(input_ids, attention_mask), fusion)
 
 
-def _init_weights(module: nn.Module) -> None:
+def _init_weights(module: nn.Module, linear_std: float = INIT_STD) -> None:
     """FIBER/timm/HF initialisation: linears and embeddings N(0, 0.02) (truncated for linears), zero
-    biases, unit LayerNorms. Fusion gates (``alpha``) stay 0, bias tables keep timm's init."""
+    biases, unit LayerNorms. Fusion gates (``alpha``) stay 0, bias tables keep timm's init.
+    ``linear_std`` replaces 0.02 for linear weights (``TextConfig.linear_init_std`` for the text side)."""
     if isinstance(module, nn.Linear):
-        nn.init.trunc_normal_(module.weight, std=0.02)
+        nn.init.trunc_normal_(module.weight, std=linear_std)
         if module.bias is not None:
             nn.init.zeros_(module.bias)
     elif isinstance(module, nn.Embedding):
-        nn.init.normal_(module.weight, std=0.02)
+        nn.init.normal_(module.weight, std=INIT_STD)
         if module.padding_idx is not None:
             with torch.no_grad():
                 module.weight[module.padding_idx].zero_()
