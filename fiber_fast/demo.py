@@ -11,7 +11,8 @@ The README's main job (``make demo``). Every step is a real entry point of the p
 4. ``fiber-fast train --stage fine --init COARSE`` (FPN + ATSS head); retrieval and grounding are evaluated.
 5. ``OUT/summary.json`` = ``{"chance", "untrained", "coarse", "fine"}``, each with ``i2t_r1/5/10``,
    ``t2i_r1/5/10``, ``grounding_r1/5`` in [0, 1]; the table is printed; ``OUT/loss_curves.png``,
-   ``OUT/grounding_grid.png`` and ``OUT/retrieval_example.png`` are drawn.
+   ``OUT/grounding_grid.png`` (fine model) and ``OUT/retrieval_example.png`` (coarse model: retrieval is the
+   coarse stage's job; the fine stage moves the backbone for grounding with the ITC head frozen) are drawn.
 
 Chance levels: retrieval, the expected recall of a random ranking (``eval.retrieval.chance_recall``);
 grounding, the expected recall of a random ranking of the model's own candidates (its anchors): for a
@@ -261,8 +262,8 @@ def run(args: argparse.Namespace) -> int:
                                  out / "loss_curves.png"),
                 draw_grounding_grid(fine_model, evaluator.loader("grounding", 8), evaluator.tokenizer,
                                     out / "grounding_grid.png"),
-                draw_retrieval_example(fine_model, evaluator.loader("retrieval", 32), evaluator.tokenizer,
-                                       out / "retrieval_example.png")]
+                draw_retrieval_example(after_coarse, evaluator.loader("retrieval", 32), evaluator.tokenizer,
+                                       out / "retrieval_example.png", title="after the coarse stage")]
     print("\n" + format_table(summary))
     print(f"\nRecall in percent on the val split ({data}); chance = a random ranking. summary: {out / 'summary.json'}")
     print("pictures: " + ", ".join(str(path) for path in pictures))

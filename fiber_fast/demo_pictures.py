@@ -110,7 +110,7 @@ def _first(head: Any, count: int) -> Any:
 
 @torch.no_grad()
 def draw_retrieval_example(model: torch.nn.Module, loader: Iterable[dict[str, torch.Tensor]], tokenizer: Any,
-                           out: Path, query: int = 0) -> Path:
+                           out: Path, query: int = 0, title: str = "") -> Path:
     """A val caption and the five images the dual encoder ranks highest for it (the true image framed green)."""
     from fiber_fast.eval.runner import compute_retrieval_embeddings
 
@@ -130,7 +130,7 @@ def draw_retrieval_example(model: torch.nn.Module, loader: Iterable[dict[str, to
             spine.set_edgecolor(colour)
             spine.set_linewidth(4)
         axis.set_title(f"#{rank}  score {float(scores[row]):.2f}", fontsize=9)
-    figure.suptitle(f"query: \"{caption}\"  (true image framed green)", fontsize=10)
+    figure.suptitle(f"query: \"{caption}\"  (true image framed green) {title}".strip(), fontsize=10)
     figure.tight_layout()
     figure.savefig(out, dpi=110)
     plt.close(figure)
