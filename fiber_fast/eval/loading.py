@@ -10,19 +10,18 @@ import torch
 import yaml
 from torch.utils.data import DataLoader
 
-from .distributed import ShardSampler
+from fiber_fast.models.checkpoint import RUN_CONFIG, RUN_WEIGHTS
 
-FINAL_WEIGHTS = "model.safetensors"  # what a training run writes at its end (fiber_fast.train)
-RUN_CONFIG = "train_config.yaml"
+from .distributed import ShardSampler
 
 
 def resolve_checkpoint(run_or_checkpoint: str | Path) -> Path:
     """The ``.safetensors`` file of ``run_or_checkpoint``: the file itself, or ``RUN/model.safetensors``."""
     path = Path(run_or_checkpoint)
     if path.is_dir():
-        path = path / FINAL_WEIGHTS
+        path = path / RUN_WEIGHTS
         if not path.is_file():
-            raise FileNotFoundError(f"{run_or_checkpoint} is a folder without {FINAL_WEIGHTS} (a run writes it when "
+            raise FileNotFoundError(f"{run_or_checkpoint} is a folder without {RUN_WEIGHTS} (a run writes it when "
                                     f"training ends); pass a run folder or a .safetensors file")
     elif not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")

@@ -24,6 +24,10 @@ from .config import FiberConfig
 
 SOURCES = ("timm", "hf", "fiber")
 CONFIG_KEY = "fiber_config"
+# A training run folder (fiber_fast.train writes it, fiber_fast.eval and --init read it): the final weights
+# (save_checkpoint) and the run YAML as trained.
+RUN_WEIGHTS = "model.safetensors"
+RUN_CONFIG = "train_config.yaml"
 _BUFFERS = ("relative_position_index", "attn_mask")
 _I2T = ("qkv_text_i2t", "qkv_i2t", "proj_i2t", "alpha_i2t", "norm_i2t_i")
 _FIBER_HEADS = {

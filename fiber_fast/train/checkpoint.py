@@ -19,6 +19,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from fiber_fast.models.checkpoint import RUN_WEIGHTS
+
 from .distributed import is_distributed, rank, world_size
 
 LATEST = "latest"
@@ -140,8 +142,8 @@ def read_init_state(source: str | Path) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         return _unwrap_keys(load_file(str(source)))
-    if (source / "model.safetensors").is_file():
-        return read_init_state(source / "model.safetensors")
+    if (source / RUN_WEIGHTS).is_file():
+        return read_init_state(source / RUN_WEIGHTS)
     for folder in (source / "checkpoints", source):
         if (folder / LATEST).is_file():
             tag = (folder / LATEST).read_text(encoding="utf-8").strip()

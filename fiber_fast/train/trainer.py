@@ -18,6 +18,8 @@ import torch
 import torch.distributed as dist
 import yaml
 
+from fiber_fast.models.checkpoint import RUN_CONFIG, RUN_WEIGHTS
+
 from .checkpoint import (
     CheckpointManager,
     gather_objects,
@@ -32,8 +34,6 @@ from .engine import deepspeed_config, init_distributed, precision_of, seed_every
 from .metrics import MetricsLogger, memory_mib
 from .optim import build_optimizer
 from .tasks import CoarseTask, FineTask
-
-FINAL_WEIGHTS = "model.safetensors"
 
 
 @dataclass
@@ -105,9 +105,9 @@ def _save_final(engine: Any, task: Any, run_dir: Path, zero_stage: int) -> None:
 
         with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
             if rank() == 0:
-                save_checkpoint(model, run_dir / FINAL_WEIGHTS)
+                save_checkpoint(model, run_dir / RUN_WEIGHTS)
     elif rank() == 0:
-        save_checkpoint(model, run_dir / FINAL_WEIGHTS)
+        save_checkpoint(model, run_dir / RUN_WEIGHTS)
     if rank() == 0:
         model.config.save(run_dir / "model_config.yaml")
 
@@ -172,7 +172,7 @@ def train(cfg: TrainConfig, options: RunOptions) -> int:
             _say(f"resumed from {manager.dir / state['tag']} at step {step}")
     if rank() == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "train_config.yaml").write_text(yaml.safe_dump(
+        (run_dir / RUN_CONFIG).write_text(yaml.safe_dump(
             {**cfg.to_dict(), "data": data, "deepspeed": ds_config, "max_steps": max_steps,
              "world_size": world_size()}, sort_keys=False))
     metrics = MetricsLogger(run_dir, enabled=rank() == 0, total_steps=max_steps, start_step=step,
@@ -219,6 +219,6 @@ def train(cfg: TrainConfig, options: RunOptions) -> int:
         manager.save(engine, step, client_state())
     _save_final(engine, task, run_dir, zero_stage)
     curves = metrics.close(plot=cfg.log.plot)
-    _say(f"done: {step} steps; checkpoints in {manager.dir}, weights {run_dir / FINAL_WEIGHTS}"
+    _say(f"done: {step} steps; checkpoints in {manager.dir}, weights {run_dir / RUN_WEIGHTS}"
          + (f", curves {curves}" if curves else ""))
     return 0
