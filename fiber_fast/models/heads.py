@@ -33,8 +33,9 @@ class Pooler(nn.Module):
         return self.activation(self.dense(x))
 
 
-class ITCHead(nn.Module):
-    """Image-text contrastive projections. ``temp`` has shape (1,) (DeepSpeed rejects 0-dim parameters)."""
+class _PooledPair(nn.Module):
+    """FIBER's per-head pair of ``transform`` (Linear to ``embed_dim``) + ``Pooler`` for each stream; the
+    ITC and ITM heads each own one (same parameter names as FIBER's cross-modal transforms/poolers)."""
 
     def __init__(self, image_dim: int, text_dim: int, embed_dim: int) -> None:
         super().__init__()
@@ -42,6 +43,18 @@ class ITCHead(nn.Module):
         self.text_transform = nn.Linear(text_dim, embed_dim)
         self.image_pooler = Pooler(embed_dim)
         self.text_pooler = Pooler(embed_dim)
+
+    def pooled(self, image_embeds: torch.Tensor, text_embeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B_i, C)``, ``(B_t, D)`` -> ``tanh`` pooled ``(B_i, E)``, ``(B_t, E)``."""
+        return (self.image_pooler(self.image_transform(image_embeds)),
+                self.text_pooler(self.text_transform(text_embeds)))
+
+
+class ITCHead(_PooledPair):
+    """Image-text contrastive projections. ``temp`` has shape (1,) (DeepSpeed rejects 0-dim parameters)."""
+
+    def __init__(self, image_dim: int, text_dim: int, embed_dim: int) -> None:
+        super().__init__(image_dim, text_dim, embed_dim)
         self.temp = nn.Parameter(torch.full((1,), TEMPERATURE_INIT))
 
     def forward(self, image_embeds: torch.Tensor, text_embeds: torch.Tensor
@@ -51,26 +64,20 @@ class ITCHead(nn.Module):
         ``logit_scale = 1 / temp`` with ``temp`` clamped to [0.001, 1] in value only (the gradient
         passes as if unclamped, like FIBER's in-place ``temp.clamp_`` before use).
         """
-        image_feat = F.normalize(self.image_pooler(self.image_transform(image_embeds)), dim=-1)
-        text_feat = F.normalize(self.text_pooler(self.text_transform(text_embeds)), dim=-1)
+        image, text = self.pooled(image_embeds, text_embeds)
         temp = self.temp + (self.temp.clamp(*TEMPERATURE_RANGE) - self.temp).detach()
-        return image_feat, text_feat, 1.0 / temp
+        return F.normalize(image, dim=-1), F.normalize(text, dim=-1), 1.0 / temp
 
 
-class ITMHead(nn.Module):
+class ITMHead(_PooledPair):
     """Image-text matching on the fused pooled outputs: ``(M, 2)`` logits, index 1 = match."""
 
     def __init__(self, image_dim: int, text_dim: int, embed_dim: int) -> None:
-        super().__init__()
-        self.image_transform = nn.Linear(image_dim, embed_dim)
-        self.text_transform = nn.Linear(text_dim, embed_dim)
-        self.image_pooler = Pooler(embed_dim)
-        self.text_pooler = Pooler(embed_dim)
+        super().__init__(image_dim, text_dim, embed_dim)
         self.fc = nn.Linear(2 * embed_dim, 2)
 
     def forward(self, out: FiberOutput) -> torch.Tensor:
-        text = self.text_pooler(self.text_transform(out.text_embeds))
-        image = self.image_pooler(self.image_transform(out.image_embeds))
+        image, text = self.pooled(out.image_embeds, out.text_embeds)
         return self.fc(torch.cat([text, image], dim=-1))
 
 
