@@ -8,7 +8,7 @@
 // (mmdetection BboxOverlaps2D, no +1, union clamped to eps = 1e-6).
 #pragma once
 
-#include "emu/portable.cuh"
+#include "fiber_kernels/portable.cuh"
 #include "fiber_kernels/common.h"
 
 namespace fiber_kernels {

@@ -3,7 +3,7 @@
 // bf16 through fp32 FMA (bf16 wmma needs sm80; one code path for every architecture).
 #pragma once
 
-#include "emu/portable.cuh"
+#include "fiber_kernels/portable.cuh"
 
 namespace fiber_kernels {
 namespace cross_attention {

@@ -1,4 +1,4 @@
-// The host emulation of CUDA, in one include (csrc/emu/portable.cuh includes it when
+// The host emulation of CUDA, in one include (csrc/include/fiber_kernels/portable.cuh includes it when
 // FIBER_KERNELS_EMU is defined). In a binding, include torch first, then this: the CUDA qualifier
 // macros defined here must not reach torch's own headers.
 #pragma once

@@ -1,6 +1,6 @@
 // Bounds-checked memory for the host build: fk::Ptr<T> and the per-block shared memory macros.
 //
-// Under nvcc fk::Ptr<T> is T* (csrc/emu/portable.cuh). Here it is a pointer that remembers the
+// Under nvcc fk::Ptr<T> is T* (csrc/include/fiber_kernels/portable.cuh). Here it is a pointer that remembers the
 // allocation it points into (a tensor, a shared array, the dynamic shared buffer) and checks every
 // dereference: an access outside [begin, end) of that allocation, or misaligned for T, throws
 // fk::emu::Error naming the buffer, the element and the CUDA thread. Pointer arithmetic is free

@@ -31,7 +31,7 @@
 // gradients are bitwise equal across runs and schedules; (windows, heads, N, N) is never stored.
 #pragma once
 
-#include "emu/portable.cuh"
+#include "fiber_kernels/portable.cuh"
 
 namespace fiber_kernels {
 namespace window_attention {

@@ -68,7 +68,7 @@ def test_emulated_launcher_checks_its_inputs(atss_emu, name: str, change: dict, 
 
 
 def _include_dirs() -> list[str]:
-    dirs = [str(emu.REPO_ROOT / "csrc"), str(emu.REPO_ROOT / "csrc" / "include")]
+    dirs = list(emu.CSRC_INCLUDE_DIRS)
     spec = importlib.util.find_spec("nvidia.cuda_nvcc")  # NVRTC 12 (sm70): crt/ headers of the nvcc wheel
     for root in (spec.submodule_search_locations or []) if spec else []:
         if os.path.isdir(os.path.join(root, "include", "crt")):

@@ -55,7 +55,7 @@ def test_kernels_compile_without_spills_within_the_shared_memory_limit(ops, arch
     reason = nvcc_unavailable_reason(arch)
     if reason:
         pytest.skip(reason)
-    include_dirs = [str(emu.REPO_ROOT / "csrc")]
+    include_dirs = list(emu.CSRC_INCLUDE_DIRS)
     if nvcc_unavailable_reason(arch, compiler="nvcc"):  # NVRTC 12 compiles sm70
         if crt_include_dir() is None:
             pytest.skip("NVRTC 12 needs crt/mma.h for wmma: pip install nvidia-cuda-nvcc-cu12")
@@ -100,7 +100,8 @@ def test_fp16_kernels_use_tensor_cores(arch, tmp_path):
         pytest.skip(nvcc_unavailable_reason(arch, compiler="nvcc"))
     ptx = tmp_path / "kernels.ptx"
     defines = [f"-D{name}" for name in DEFINES]
-    subprocess.run([shutil.which("nvcc") or "nvcc", "-ptx", f"-arch=sm_{arch}", f"-I{emu.REPO_ROOT / 'csrc'}",
+    includes = [f"-I{d}" for d in emu.CSRC_INCLUDE_DIRS]
+    subprocess.run([shutil.which("nvcc") or "nvcc", "-ptx", f"-arch=sm_{arch}", *includes,
                     *defines, "-o", str(ptx), str(SOURCE)], check=True, capture_output=True, text=True, timeout=300)
     functions = _ptx_functions(ptx.read_text())
     for code in DTYPES:

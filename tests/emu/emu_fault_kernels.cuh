@@ -3,7 +3,7 @@
 // self-test (emu_selftest.cpp).
 #pragma once
 
-#include "emu/portable.cuh"
+#include "fiber_kernels/portable.cuh"
 
 namespace fk_test {
 

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "emu/portable.cuh"
+#include "fiber_kernels/portable.cuh"
 #include "emu_fault_kernels.cuh"
 
 namespace {

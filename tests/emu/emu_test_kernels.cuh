@@ -4,7 +4,7 @@
 // Not shipped: nothing here is part of fiber_kernels._C.
 #pragma once
 
-#include "emu/portable.cuh"
+#include "fiber_kernels/portable.cuh"
 
 namespace fk_test {
 

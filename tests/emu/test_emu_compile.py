@@ -38,7 +38,7 @@ def test_emulated_kernels_compile_for_the_gpu(arch):
     reason = nvcc_unavailable_reason(arch)
     if reason:
         pytest.skip(reason)
-    include_dirs = [str(emu.REPO_ROOT / "csrc")]
+    include_dirs = list(emu.CSRC_INCLUDE_DIRS)
     if nvcc_unavailable_reason(arch, compiler="nvcc"):  # NVRTC 12 will compile it
         if crt_include_dir() is None:
             pytest.skip("NVRTC 12 needs crt/mma.h for wmma: pip install nvidia-cuda-nvcc-cu12")

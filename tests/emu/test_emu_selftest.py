@@ -1,5 +1,5 @@
 """The emulator headers on their own (no torch): fault reports, limits, fp16 operators, and the two
-other builds of csrc/emu/portable.cuh (a raw ``__shared__`` refused; plain host code without kernels).
+other builds of csrc/include/fiber_kernels/portable.cuh (a raw ``__shared__`` refused; plain host code without kernels).
 
 Each g++ build here takes seconds: no torch headers are involved.
 """
@@ -13,14 +13,14 @@ import pytest
 from fiber_kernels.testing import emu
 
 HERE = Path(__file__).resolve().parent
-CSRC = emu.REPO_ROOT / "csrc"
 CXX = os.environ.get("CXX") or shutil.which("g++")
 
 pytestmark = pytest.mark.skipif(CXX is None, reason="needs g++ (or $CXX) to compile the emulator self-test")
 
 
 def compile_cpp(source: Path, output: Path, *flags: str) -> subprocess.CompletedProcess:
-    command = [CXX, "-std=c++20", "-O1", "-Wall", "-Wextra", "-Werror", f"-I{CSRC}", f"-I{HERE}", *flags,
+    includes = [f"-I{d}" for d in (*emu.CSRC_INCLUDE_DIRS, HERE)]
+    command = [CXX, "-std=c++20", "-O1", "-Wall", "-Wextra", "-Werror", *includes, *flags,
                str(source), "-o", str(output)]
     return subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
 
@@ -38,7 +38,7 @@ def test_selftest_reports_every_fault(tmp_path, switch):
 
 def test_raw_shared_declaration_is_refused(tmp_path):
     source = tmp_path / "raw_shared.cpp"
-    source.write_text('#include "emu/portable.cuh"\n'
+    source.write_text('#include "fiber_kernels/portable.cuh"\n'
                       "__global__ void k(float* out) { __shared__ float s[4]; s[0] = 1.0f; out[0] = s[0]; }\n"
                       "int main() {}\n")
     built = compile_cpp(source, tmp_path / "raw_shared", "-DFIBER_KERNELS_EMU=1")
@@ -49,7 +49,7 @@ def test_raw_shared_declaration_is_refused(tmp_path):
 def test_plain_host_build_gets_helpers_not_kernels(tmp_path):
     # What a C++ CPU kernel of _C sees when it includes a kernel .cuh: qualifiers, no emulator.
     source = tmp_path / "host.cpp"
-    source.write_text('#include "emu/portable.cuh"\n'
+    source.write_text('#include "fiber_kernels/portable.cuh"\n'
                       "static_assert(FK_DEVICE_CODE == 0 && FK_EMU == 0);\n"
                       "#ifdef threadIdx\n#error the emulator leaked into a plain host build\n#endif\n"
                       "__host__ __device__ __forceinline__ int twice(int x) { return 2 * x; }\n"

@@ -26,7 +26,7 @@ def test_kernels_compile_without_spills(arch: int) -> None:
     reason = nvcc_unavailable_reason(arch)
     if reason:
         pytest.skip(reason)
-    include_dirs = [str(emu.REPO_ROOT / "csrc")]  # NVRTC (sm70) gets the CUDA wheels' include folders itself
+    include_dirs = list(emu.CSRC_INCLUDE_DIRS)  # NVRTC (sm70) gets the CUDA wheels' include folders itself
     defines = {flag[2:]: None for flag in emu.compile_flags() if flag.startswith("-D__CUDA_NO_")}
     reports = nvcc_report(SOURCE, arch, include_dirs=include_dirs, defines=defines)
     base = min(r.shared_bytes for r in reports)  # sm90 reserves 1 KiB per block; all else is dynamic

@@ -24,10 +24,12 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-__all__ = ["EmuModule", "REPO_ROOT", "build", "build_directory", "compile_flags"]
+__all__ = ["CSRC_INCLUDE_DIRS", "EmuModule", "REPO_ROOT", "build", "build_directory", "compile_flags"]
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 _CSRC = REPO_ROOT / "csrc"
+# The include folders of every csrc/ build: op folders (csrc/<op>/, csrc/emu/) and the shared headers.
+CSRC_INCLUDE_DIRS = (str(_CSRC), str(_CSRC / "include"))
 # Functions every emulation module has (fk::emu::bind_runtime), passed through without a seed.
 _RUNTIME_FUNCTIONS = frozenset({"set_seed", "seed", "set_stack_kib", "launches"})
 _BUILT: dict[tuple, EmuModule] = {}
@@ -36,7 +38,8 @@ _BUILT: dict[tuple, EmuModule] = {}
 def compile_flags() -> list[str]:
     """g++ flags of every emulation build.
 
-    ``FIBER_KERNELS_EMU`` switches csrc/emu/portable.cuh to the emulator; the ``__CUDA_NO_HALF_*``
+    ``FIBER_KERNELS_EMU`` switches csrc/include/fiber_kernels/portable.cuh to the emulator; the
+    ``__CUDA_NO_HALF_*``
     macros are those torch's CUDAExtension passes to nvcc (so a kernel that relies on implicit
     ``__half`` conversions fails here as it fails in ``_C``); C++20 for torch 2.14's headers and
     ``std::source_location``; -O1 because the torch headers, not optimisation, dominate build time.
@@ -148,7 +151,7 @@ def build(
     if not sources:
         raise ValueError("emu.build: sources is empty; pass the *_emu.cpp binding(s)")
     source_paths = [str(_resolve(s)) for s in sources]
-    includes = [str(_CSRC), str(_CSRC / "include")] + [str(_resolve(d)) for d in include_dirs]
+    includes = [*CSRC_INCLUDE_DIRS] + [str(_resolve(d)) for d in include_dirs]
     key = (name, tuple(source_paths), tuple(includes), tuple(extra_cflags))
     if key in _BUILT:
         return _BUILT[key]
