@@ -1,22 +1,22 @@
 """The run YAML of ``fiber-fast train``: a schema of nested dataclasses, unknown keys rejected.
 
 ```yaml
-stage: coarse                # coarse | fine (must match --stage)
+stage: coarse                # coarse | fine (must match --stage); oscar (implied by --model oscar)
 seed: 0
 max_steps: 200               # optimizer steps; --max-steps overrides
 model:
-  preset: tiny               # FiberConfig.preset name
+  preset: tiny               # FiberConfig.preset name (oscar: OscarConfig.preset, tiny | base)
   overrides: {}              # keyword overrides of the preset (fine: stage "fine" is implied)
   eager: false               # build_fiber(cfg, eager=True): FIBER's eager computation
 data:                        # passed to fiber_fast.data.build_loader (its keys); --data sets root,
   root: data/synth           # batch.micro_batch sets batch_size, seed defaults to the run seed
-  format: captions           # coarse: captions | shards; fine: grounding (the default per stage)
+  format: captions           # coarse: captions | shards; fine: grounding; oscar: oscar (the default per stage)
   image_size: 64             # coarse square side; fine: min_sizes [..], max_size
   max_text_len: 40
   num_workers: 0
   on_error: raise            # raise | skip (skipped items are counted in metrics.jsonl)
 optim:
-  lr: 1.0e-4                 # backbone lr
+  lr: 1.0e-4                 # backbone lr (oscar: every parameter's)
   head_lr_mult: 5.0          # coarse: cross-modal fusion + heads at lr x this
   language_lr: null          # fine: language-backbone lr (null = lr)
   weight_decay: 0.01         # not on biases, norms and the temperature
@@ -36,6 +36,7 @@ checkpoint:
   keep_last: 2
 objectives:                  # coarse keys: itc, itm, mlm (weights), mlm_probability, queue_size
   itc: 1.0                   # fine keys: cls, giou, centerness (weights), topk, focal_alpha, focal_gamma
+                             # oscar keys: mlm, relation (weights), mlm_probability
   itm: 1.0
   mlm: 1.0
 log:
@@ -54,10 +55,14 @@ from typing import Any
 
 import yaml
 
-STAGES = ("coarse", "fine")
+STAGES = ("coarse", "fine")  # FIBER's; OSCAR trains in one stage, "oscar"
+OSCAR_STAGE = "oscar"
 COARSE_OBJECTIVES = {"itc": 1.0, "itm": 1.0, "mlm": 1.0, "mlm_probability": 0.15, "queue_size": 0}
 FINE_OBJECTIVES = {"cls": 1.0, "giou": 1.0, "centerness": 1.0, "topk": 9, "focal_alpha": 0.25, "focal_gamma": 2.0,
                    "giou_weight": 2.0}
+OSCAR_OBJECTIVES = {"mlm": 1.0, "relation": 1.0, "mlm_probability": 0.15}
+_OBJECTIVES = {"coarse": COARSE_OBJECTIVES, "fine": FINE_OBJECTIVES, OSCAR_STAGE: OSCAR_OBJECTIVES}
+_FORMATS = {"coarse": ("captions", "shards"), "fine": ("grounding",), OSCAR_STAGE: ("oscar",)}
 
 
 @dataclass
@@ -139,22 +144,26 @@ def _section(name: str, cls: type, values: Any) -> Any:
 
 
 def config_from_dict(raw: dict[str, Any], stage: str | None = None) -> TrainConfig:
-    """Validate and fill defaults; ``stage`` (from ``--stage``) must agree with the file's ``stage``."""
+    """Validate and fill defaults; ``stage`` (``--stage``, or ``"oscar"`` for ``--model oscar``) must agree with
+    the file's ``stage`` (an OSCAR file may leave it out)."""
     if not isinstance(raw, dict):
         raise ValueError(f"the run config must be a YAML mapping, got {type(raw).__name__}")
     raw = dict(raw)
     file_stage = raw.pop("stage", stage)
+    if stage == OSCAR_STAGE and file_stage != stage:
+        raise ValueError(f"--model oscar but the config says stage: {file_stage} (FIBER's stages train with "
+                         "--model fiber --stage coarse|fine)")
     if stage is not None and file_stage != stage:
         raise ValueError(f"--stage {stage} but the config says stage: {file_stage}")
-    if file_stage not in STAGES:
-        raise ValueError(f"stage must be one of {STAGES}, got {file_stage!r}")
+    if file_stage not in (*STAGES, OSCAR_STAGE):
+        raise ValueError(f"stage must be one of {STAGES} (or {OSCAR_STAGE} with --model oscar), got {file_stage!r}")
     top = {f.name for f in dataclasses.fields(TrainConfig)} - {"stage"}
     unknown = sorted(set(raw) - top)
     if unknown:
         raise ValueError(f"config has unknown top-level keys {unknown}; known: {sorted(top)}")
     sections = {name: _section(name, cls, raw.pop(name, None)) for name, cls in _SECTIONS.items()}
     raw_data = raw.pop("data", None)
-    defaults = COARSE_OBJECTIVES if file_stage == "coarse" else FINE_OBJECTIVES
+    defaults = _OBJECTIVES[file_stage]
     objectives = raw.pop("objectives", None) or {}
     unknown = sorted(set(objectives) - set(defaults))
     if unknown:
@@ -168,7 +177,7 @@ def config_from_dict(raw: dict[str, Any], stage: str | None = None) -> TrainConf
     data = raw_data if isinstance(raw_data, dict) else {}
     if raw_data is not None and not isinstance(raw_data, dict):
         raise ValueError(f"config section 'data' must be a mapping, got {type(raw_data).__name__}")
-    formats = ("captions", "shards") if file_stage == "coarse" else ("grounding",)
+    formats = _FORMATS[file_stage]
     config.data = {"format": formats[0], **data}
     if config.data["format"] not in formats:
         raise ValueError(f"data.format for stage {file_stage} must be one of {formats}, got {config.data['format']!r}")

@@ -4,7 +4,8 @@ Groups by parameter name inside the FiberModel:
 - coarse: cross-modal fusion (``.fusion.`` in the name) and heads (``itc_head``, ``itm_head``,
   ``mlm_head``, ``grounding_head``) at ``lr * head_lr_mult`` (FIBER: 5x), the backbones at ``lr``;
 - fine: the language backbone (``text.``, its fusion branch included, as FIBER's language backbone
-  module holds it) at ``language_lr``, everything else at ``lr``.
+  module holds it) at ``language_lr``, everything else at ``lr``;
+- oscar (an OscarModel): every parameter at ``lr`` (Oscar's single rate).
 Biases, norm weights, 1-element scalars (temperature, scales) get no weight decay.
 """
 
@@ -28,7 +29,10 @@ def _no_decay(name: str, param: nn.Parameter) -> bool:
 
 
 def lr_group(name: str, stage: str) -> str:
-    """``"backbone"``, ``"fusion_head"`` (coarse) or ``"language"`` (fine) for a FiberModel parameter name."""
+    """``"backbone"``, ``"fusion_head"`` (coarse) or ``"language"`` (fine) for a FiberModel parameter name;
+    ``"backbone"`` for every OscarModel parameter (stage ``"oscar"``)."""
+    if stage == "oscar":
+        return "backbone"
     if stage == "coarse":
         return "fusion_head" if name.startswith(HEAD_PREFIXES) or FUSION_MARK in f".{name}" else "backbone"
     return "language" if name.startswith(LANGUAGE_PREFIX) else "backbone"

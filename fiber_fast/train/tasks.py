@@ -1,4 +1,5 @@
-"""Tasks: a FiberModel plus its stage's objectives as one ``nn.Module`` (what DeepSpeed wraps).
+"""Tasks: a model plus its objectives as one ``nn.Module`` (what DeepSpeed wraps): FIBER's coarse and fine
+stages, and OSCAR's word-tag-region pre-training.
 
 ``forward(batch)`` returns a dict of 0-dim fp32 losses, the weighted total under ``"loss"``. Every
 rank runs the same modules in the same order each step (ZeRO-3 gathers parameters per module call).
@@ -19,6 +20,7 @@ from .objectives import (
     itm_loss,
     mask_tokens,
     mlm_loss,
+    relation_loss,
     sample_itm_pairs,
 )
 from .objectives.mlm import IGNORE_INDEX
@@ -26,6 +28,7 @@ from .objectives.mlm import IGNORE_INDEX
 COARSE_KEYS = ("pixel_values", "input_ids", "attention_mask", "image_ids")
 UNUSED_IN_FINE = ("itc_head.", "itm_head.", "mlm_head.")
 FINE_KEYS = ("pixel_values", "input_ids", "attention_mask", "boxes", "box_mask", "positive_map")
+OSCAR_KEYS = ("input_ids", "token_type_ids", "attention_mask", "region_features", "region_mask", "relation_labels")
 
 
 def _check_batch(batch: Mapping[str, torch.Tensor], keys: tuple[str, ...], stage: str) -> None:
@@ -131,5 +134,46 @@ class FineTask(nn.Module):
         losses = grounding_losses(head.cls_logits, head.box_regression, head.centerness, head.anchors, targets,
                                   batch["attention_mask"], focal_alpha=self.focal_alpha, focal_gamma=self.focal_gamma,
                                   giou_weight=self.giou_weight)
+        losses["loss"] = sum(self.weights[name] * value for name, value in losses.items())
+        return losses
+
+
+class OscarTask(nn.Module):
+    """OSCAR pre-training: masked-token loss over words and tags + the relation (tag-pollution) loss, one pass.
+
+    As Oscar's pre-training step: the batch's ``input_ids`` (``[CLS] words [SEP] tags [SEP]``, the tags of a
+    polluted pair already replaced by the data side) are BERT-masked (15 %, 80/10/10, specials never), the model
+    runs once over words, tags and regions; the MLM head predicts the chosen text positions (region positions
+    are never predicted) and the relation head on the pooled ``[CLS]`` state classifies ``relation_labels``.
+
+    Args:
+        model: an ``OscarModel`` (``mlm_head``, ``relation_head``).
+        mask_token_id, special_ids, vocab_size: of the tokenizer (masking never touches specials).
+        weights: ``{"mlm", "relation"}`` loss weights; mlm_probability: BERT's 15 %.
+    """
+
+    def __init__(self, model: nn.Module, *, mask_token_id: int, special_ids: Iterable[int], vocab_size: int,
+                 weights: Mapping[str, float] | None = None, mlm_probability: float = 0.15) -> None:
+        super().__init__()
+        self.model = model
+        self.mask_token_id = int(mask_token_id)
+        self.special_ids = tuple(sorted({int(i) for i in special_ids}))
+        self.vocab_size = int(vocab_size)
+        self.weights = {"mlm": 1.0, "relation": 1.0, **(weights or {})}
+        self.mlm_probability = mlm_probability
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Batch of ``collate_oscar`` -> ``{"loss", "mlm", "relation"}`` (0-dim fp32)."""
+        _check_batch(batch, OSCAR_KEYS, "oscar")
+        input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
+        masked_ids, labels = mask_tokens(input_ids, attention_mask, mask_token_id=self.mask_token_id,
+                                         vocab_size=self.vocab_size, special_ids=self.special_ids,
+                                         probability=self.mlm_probability)
+        out = self.model(masked_ids, batch["token_type_ids"], attention_mask, batch["region_features"],
+                         batch["region_mask"])
+        text = out.sequence[:, :input_ids.shape[1]]
+        chosen = labels != IGNORE_INDEX
+        losses = {"mlm": mlm_loss(self.model.mlm_head(text[chosen][None]), labels[chosen]),
+                  "relation": relation_loss(self.model.relation_head(out.pooled), batch["relation_labels"])}
         losses["loss"] = sum(self.weights[name] * value for name, value in losses.items())
         return losses

@@ -1,8 +1,11 @@
-"""``fiber-fast train``: coarse or fine FIBER training under DeepSpeed (also ``python -m fiber_fast.train.train_cli``).
+"""``fiber-fast train``: FIBER (coarse or fine stage) or OSCAR training under DeepSpeed (also
+``python -m fiber_fast.train.train_cli``).
 
 ```
-fiber-fast train --stage coarse|fine --config FILE --data DIR --out RUN [--deepspeed DS.json]
+fiber-fast train [--model fiber] --stage coarse|fine --config FILE --data DIR --out RUN [--deepspeed DS.json]
                  [--max-steps N] [--save-every K] [--stop-at S] [--resume] [--init RUN_OR_CKPT]
+fiber-fast train --model oscar --config FILE --data DIR --out RUN [--deepspeed DS.json] [--max-steps N]
+                 [--save-every K] [--stop-at S] [--resume]
 ```
 Runs as one process (a 1-rank gloo group), under ``torchrun`` or under the ``deepspeed`` launcher.
 """
@@ -14,11 +17,17 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .config import OSCAR_STAGE
+
+MODELS = ("fiber", "oscar")
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``train`` flags (issue 13's contract)."""
-    parser.add_argument("--stage", required=True, choices=("coarse", "fine"), help="coarse (ITC+ITM+MLM) or fine "
-                        "(ATSS grounding)")
+    parser.add_argument("--model", default="fiber", choices=MODELS, help="fiber (default: the two FIBER stages) or "
+                        "oscar (word-tag-region pre-training: masked tokens + tag pollution, one stage)")
+    parser.add_argument("--stage", choices=("coarse", "fine"), help="--model fiber: coarse (ITC+ITM+MLM) or fine "
+                        "(ATSS grounding); required there, not given with --model oscar")
     parser.add_argument("--config", required=True, metavar="FILE", help="run YAML (schema: fiber_fast/train/config.py)")
     parser.add_argument("--data", metavar="DIR", help="data root (overrides data.root of the config)")
     parser.add_argument("--out", required=True, metavar="RUN", help="run folder: checkpoints/, metrics.jsonl, "
@@ -31,7 +40,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(no extra checkpoint); for resume tests")
     parser.add_argument("--resume", action="store_true", help="continue from the latest complete checkpoint in RUN")
     parser.add_argument("--init", metavar="RUN_OR_CKPT", help="fine stage: load the shared weights of a coarse run, "
-                        "checkpoint folder or .safetensors file")
+                        "checkpoint folder or .safetensors file (FIBER only)")
+
+
+def _bad_combination(args: argparse.Namespace) -> str | None:
+    """Why ``--model``/``--stage``/``--init`` do not go together, or None."""
+    if args.model == "fiber" and args.stage is None:
+        return "--model fiber needs --stage coarse or --stage fine"
+    if args.model == "oscar" and args.stage is not None:
+        return (f"--stage {args.stage} is a FIBER stage; --model oscar trains in one stage (leave --stage out, or "
+                f"train FIBER with --model fiber --stage {args.stage})")
+    if args.model == "oscar" and args.init is not None:
+        return "--init loads FIBER coarse weights into a FIBER model; it does not apply to --model oscar"
+    return None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,13 +60,17 @@ def run(args: argparse.Namespace) -> int:
     from .config import load_config
     from .trainer import RunOptions, train
 
+    problem = _bad_combination(args)
+    if problem is not None:
+        print(f"fiber-fast train: {problem}", file=sys.stderr)
+        return 2
     for flag in ("max_steps", "save_every", "stop_at"):
         value = getattr(args, flag)
         if value is not None and value < (0 if flag == "save_every" else 1):
             print(f"fiber-fast train: --{flag.replace('_', '-')} must be positive, got {value}", file=sys.stderr)
             return 2
     try:
-        cfg = load_config(args.config, args.stage)
+        cfg = load_config(args.config, OSCAR_STAGE if args.model == "oscar" else args.stage)
     except (ValueError, FileNotFoundError) as error:
         print(f"fiber-fast train: {error}", file=sys.stderr)
         return 2

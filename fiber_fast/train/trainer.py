@@ -28,12 +28,12 @@ from .checkpoint import (
     rng_state,
     set_rng_state,
 )
-from .config import TrainConfig
+from .config import OSCAR_STAGE, TrainConfig
 from .distributed import rank, world_size
 from .engine import deepspeed_config, init_distributed, precision_of, seed_everything
 from .metrics import MetricsLogger, memory_mib
 from .optim import build_optimizer
-from .tasks import CoarseTask, FineTask
+from .tasks import CoarseTask, FineTask, OscarTask
 
 
 @dataclass
@@ -55,16 +55,35 @@ def _say(message: str) -> None:
         print(f"fiber-fast train: {message}", flush=True)
 
 
-def build_task(cfg: TrainConfig, tokenizer: Any) -> CoarseTask | FineTask:
-    """The FiberModel of ``cfg.model`` wrapped in its stage's task."""
+def _check_vocab(tokenizer: Any, vocab_size: int) -> None:
+    if len(tokenizer) > vocab_size:
+        raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the model's text.vocab_size is "
+                         f"{vocab_size}: set model.overrides.text.vocab_size")
+
+
+def build_oscar_task(cfg: TrainConfig, tokenizer: Any) -> OscarTask:
+    """The OscarModel of ``cfg.model`` (``OscarConfig.preset``) wrapped in an ``OscarTask``."""
+    from fiber_fast.models import OscarConfig, build_oscar
+
+    oscar_cfg = OscarConfig.preset(cfg.model.preset, **cfg.model.overrides)
+    _check_vocab(tokenizer, oscar_cfg.text.vocab_size)
+    objectives = dict(cfg.objectives)
+    return OscarTask(build_oscar(oscar_cfg, eager=cfg.model.eager), mask_token_id=tokenizer.mask_token_id,
+                     special_ids=tokenizer.all_special_ids, vocab_size=len(tokenizer),
+                     weights={k: objectives[k] for k in ("mlm", "relation")},
+                     mlm_probability=objectives["mlm_probability"])
+
+
+def build_task(cfg: TrainConfig, tokenizer: Any) -> CoarseTask | FineTask | OscarTask:
+    """The model of ``cfg.model`` wrapped in its stage's task (a FiberModel; an OscarModel for stage oscar)."""
     from fiber_fast.models import FiberConfig, build_fiber
 
+    if cfg.stage == OSCAR_STAGE:
+        return build_oscar_task(cfg, tokenizer)
     overrides = dict(cfg.model.overrides)
     overrides.setdefault("stage", cfg.stage)
     fiber_cfg = FiberConfig.preset(cfg.model.preset, **overrides)
-    if len(tokenizer) > fiber_cfg.text.vocab_size:
-        raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the model's text.vocab_size is "
-                         f"{fiber_cfg.text.vocab_size}: set model.overrides.text.vocab_size")
+    _check_vocab(tokenizer, fiber_cfg.text.vocab_size)
     model = build_fiber(fiber_cfg, eager=cfg.model.eager)
     objectives = dict(cfg.objectives)
     if cfg.stage == "coarse":
@@ -78,9 +97,14 @@ def build_task(cfg: TrainConfig, tokenizer: Any) -> CoarseTask | FineTask:
                     focal_gamma=objectives["focal_gamma"], giou_weight=objectives["giou_weight"])
 
 
+MODEL_DTYPE_INPUTS = ("pixel_values", "region_features")  # the inputs that enter the model in its training dtype
+
+
 def _to_device(batch: dict[str, torch.Tensor], device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
     out = {key: value.to(device) for key, value in batch.items()}
-    out["pixel_values"] = out["pixel_values"].to(dtype)
+    for key in MODEL_DTYPE_INPUTS:
+        if key in out:
+            out[key] = out[key].to(dtype)
     return out
 
 
