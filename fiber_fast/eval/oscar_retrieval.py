@@ -29,13 +29,15 @@ MODEL_INPUTS = ("input_ids", "token_type_ids", "attention_mask", "region_feature
 class RetrievalSet:
     """An evaluation split joined with its region files.
 
-    image_ids ``N_img`` ints ascending; tags and region_features per image (``list[str]``, ``(R_i, D + 6)``
-    float32); captions ``N_txt`` strings; text_image_index ``(N_txt,)`` int64: each caption's image row.
+    image_ids ``N_img`` ints ascending; tags, region_features and region_scores per image (``list[str]``,
+    ``(R_i, D + 6)`` float32, ``(R_i,)`` float32 detection confidences); captions ``N_txt`` strings;
+    text_image_index ``(N_txt,)`` int64: each caption's image row.
     """
 
     image_ids: list[int]
     tags: list[list[str]]
     region_features: list[torch.Tensor]
+    region_scores: list[torch.Tensor]
     captions: list[str]
     text_image_index: torch.Tensor
 
@@ -49,7 +51,8 @@ class RetrievalSet:
         for image_row, text_row in zip(image_rows, text_rows, strict=True):
             image_id = self.image_ids[image_row]
             items.append({"caption": self.captions[text_row], "tags": self.tags[image_row],
-                          "region_features": self.region_features[image_row], "relation_label": MATCHED,
+                          "region_features": self.region_features[image_row],
+                          "region_scores": self.region_scores[image_row], "relation_label": MATCHED,
                           "image_id": image_id, "tags_image_id": image_id,
                           "caption_image_id": self.image_ids[int(self.text_image_index[text_row])]})
         return items
@@ -78,12 +81,14 @@ def load_retrieval_set(annotations: str | Path, regions: str | Path, max_images:
         raise ValueError(f"{annotations} has {len(image_ids)} image(s); retrieval needs at least 2")
     row_of = {image_id: row for row, image_id in enumerate(image_ids)}
     kept = [r for r in records if r.image_id in row_of]
-    tags, features = [], []
+    tags, features, scores = [], [], []
     for image_id in image_ids:
         stored = store.read(str(image_id))
         tags.append(list(stored.tags))
         features.append(stored.features)
-    return RetrievalSet(image_ids=image_ids, tags=tags, region_features=features, captions=[r.caption for r in kept],
+        scores.append(stored.scores)
+    return RetrievalSet(image_ids=image_ids, tags=tags, region_features=features, region_scores=scores,
+                        captions=[r.caption for r in kept],
                         text_image_index=torch.tensor([row_of[r.image_id] for r in kept], dtype=torch.long))
 
 

@@ -75,7 +75,8 @@ def _collate(items):
 @pytest.mark.parametrize("pairs_per_batch", [1, 7, 1000])
 def test_every_pair_scored_into_its_cell(pairs_per_batch):
     rset = RetrievalSet(image_ids=[0, 10, 20], tags=[["a"], ["b"], ["c"]],
-                        region_features=[torch.zeros(1, 8)] * 3, captions=["0", "1", "2", "3", "4"],
+                        region_features=[torch.zeros(1, 8)] * 3, region_scores=[torch.ones(1)] * 3,
+                        captions=["0", "1", "2", "3", "4"],
                         text_image_index=torch.tensor([0, 1, 1, 2, 0]))
     scores = score_matrix(_PairScorer(), rset, _collate, pairs_per_batch)
     rows, cols = torch.meshgrid(torch.arange(3.0), torch.arange(5.0), indexing="ij")
@@ -85,8 +86,10 @@ def test_every_pair_scored_into_its_cell(pairs_per_batch):
 def test_pair_items_carry_the_image_tags_and_regions():
     features = [torch.full((2, 4), float(i)) for i in range(2)]
     rset = RetrievalSet(image_ids=[5, 9], tags=[["dog"], ["cat", "hat"]], region_features=features,
-                        captions=["x", "y"], text_image_index=torch.tensor([1, 0]))
+                        region_scores=[torch.ones(2), torch.tensor([0.5, 0.75])], captions=["x", "y"],
+                        text_image_index=torch.tensor([1, 0]))
     item = rset.pair_items([1], [1])[0]
     assert item["tags"] == ["cat", "hat"] and item["region_features"] is features[1]
+    assert item["region_scores"].tolist() == [0.5, 0.75]
     assert item["caption"] == "y" and item["image_id"] == 9 and item["caption_image_id"] == 5
     assert item["relation_label"] == oscar_retrieval.MATCHED == 0
