@@ -1,5 +1,6 @@
-"""Checkpoints: foreign state dicts by explicit name maps (timm Swin, HF RoBERTa, official FIBER), and our
-own safetensors files with the config as metadata.
+"""Checkpoints: foreign state dicts by explicit name maps (timm Swin, HF RoBERTa, official FIBER for a
+``FiberModel``; ``bert-base-uncased`` and official Oscar for an ``OscarModel``), and our own safetensors
+files with the config (and its family, ``fiber`` or ``oscar``) as metadata.
 
 ``load_pretrained`` maps every source key to a model key or to ``ignored`` (a key the map drops on
 purpose: buffers the model recomputes, classifier/pooler weights FIBER does not use, FIBER's queues,
@@ -21,9 +22,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import FiberConfig
+from .oscar_config import OscarConfig
 
 SOURCES = ("timm", "hf", "fiber")
+OSCAR_SOURCES = ("bert", "oscar")
 CONFIG_KEY = "fiber_config"
+# The config class of a save_checkpoint file by its "config_family" metadata (absent: "fiber", older files).
+FAMILY_KEY = "config_family"
+CONFIG_FAMILIES: dict[str, type[FiberConfig] | type[OscarConfig]] = {"fiber": FiberConfig, "oscar": OscarConfig}
 # A training run folder (fiber_fast.train writes it, fiber_fast.eval and --init read it): the final weights
 # (save_checkpoint) and the run YAML as trained.
 RUN_WEIGHTS = "model.safetensors"
@@ -128,7 +134,39 @@ def _fiber_key(key: str, model: nn.Module) -> Target:
     raise _UnmappedError
 
 
-_MAPS: dict[str, Callable[[str, nn.Module], Target]] = {"timm": _timm_key, "hf": _hf_key, "fiber": _fiber_key}
+_BERT_PARTS = ("embeddings.", "encoder.layer.", "pooler.")
+_OSCAR_PARTS = (*_BERT_PARTS, "img_embedding.", "LayerNorm.")  # BertImgModel's region embedding (+ LayerNorm)
+_BERT_HEADS = {"cls.predictions.": "mlm_head.", "cls.seq_relationship.": "relation_head."}
+# Tied aliases (the decoder shares the word embeddings and the output bias) and buffers the model recomputes.
+_BERT_IGNORED = ("cls.predictions.decoder.weight", "cls.predictions.decoder.bias")
+_BERT_BUFFERS = ("embeddings.position_ids", "embeddings.token_type_ids")
+
+
+def _bert_family_key(key: str, parts: tuple[str, ...]) -> Target:
+    """BERT-family names (``bert.`` prefix or none) -> ``OscarModel`` names; TF-converted ``LayerNorm.gamma`` /
+    ``.beta`` (the released ``bert-base-uncased`` files) read as ``.weight`` / ``.bias``."""
+    key = re.sub(r"(LayerNorm)\.gamma$", r"\1.weight", re.sub(r"(LayerNorm)\.beta$", r"\1.bias", key))
+    if key in _BERT_IGNORED or key.endswith(_BERT_BUFFERS):
+        return None
+    for prefix, target in _BERT_HEADS.items():
+        if key.startswith(prefix):
+            return target + key[len(prefix):]
+    rest = key.removeprefix("bert.")
+    if rest.startswith(parts):
+        return "bert." + rest
+    raise _UnmappedError
+
+
+def _bert_key(key: str, model: nn.Module) -> Target:
+    return _bert_family_key(key, _BERT_PARTS)
+
+
+def _oscar_key(key: str, model: nn.Module) -> Target:
+    return _bert_family_key(key, _OSCAR_PARTS)
+
+
+_MAPS: dict[str, Callable[[str, nn.Module], Target]] = {"timm": _timm_key, "hf": _hf_key, "fiber": _fiber_key,
+                                                        "bert": _bert_key, "oscar": _oscar_key}
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -160,16 +198,21 @@ def resize_relative_position_table(table: torch.Tensor, rows: int) -> torch.Tens
 
 def load_pretrained(model: nn.Module, path_or_state_dict: str | Path | Mapping[str, torch.Tensor],
                     source: str = "fiber") -> LoadReport:
-    """Load a foreign checkpoint into ``model`` (a ``FiberModel``) by name map.
+    """Load a foreign checkpoint into ``model`` (a ``FiberModel`` or an ``OscarModel``) by name map.
 
-    ``source``: ``"timm"`` (timm Swin, e.g. ``swin_base_patch4_window12_384``), ``"hf"`` (HF RoBERTa,
-    ``roberta-base`` naming with or without the ``roberta.`` prefix, ``.bin`` or ``.safetensors``) or
-    ``"fiber"`` (the official FIBER coarse checkpoint: ``vit_model.*``, ``text_transformer.*`` and the
-    heads of ``fiber_module.py``). Returns a ``LoadReport``; ``missing`` lists model keys the checkpoint
-    did not provide (e.g. everything but the Swin for ``"timm"``).
+    ``source`` for a ``FiberModel``: ``"timm"`` (timm Swin, e.g. ``swin_base_patch4_window12_384``),
+    ``"hf"`` (HF RoBERTa, ``roberta-base`` naming with or without the ``roberta.`` prefix, ``.bin`` or
+    ``.safetensors``) or ``"fiber"`` (the official FIBER coarse checkpoint: ``vit_model.*``,
+    ``text_transformer.*`` and the heads of ``fiber_module.py``). For an ``OscarModel``: ``"bert"``
+    (``bert-base-uncased`` / HF ``BertForPreTraining`` naming, ``bert.`` prefix or none,
+    ``cls.predictions.*`` -> ``mlm_head``, ``cls.seq_relationship.*`` -> ``relation_head``; the region
+    embedding is reported missing) or ``"oscar"`` (the same plus Oscar's ``bert.img_embedding.*`` and
+    ``bert.LayerNorm.*``; a fine-tuned ``classifier.*`` is unexpected). Returns a ``LoadReport``;
+    ``missing`` lists model keys the checkpoint did not provide (e.g. everything but the Swin for ``"timm"``).
     """
-    if source not in _MAPS:
-        raise ValueError(f"source must be one of {SOURCES}, got {source!r}")
+    sources = OSCAR_SOURCES if isinstance(getattr(model, "config", None), OscarConfig) else SOURCES
+    if source not in sources:
+        raise ValueError(f"source must be one of {sources} for a {type(model).__name__}, got {source!r}")
     state = read_state_dict(path_or_state_dict) if isinstance(path_or_state_dict, (str, Path)) else path_or_state_dict
     if not isinstance(state, Mapping):
         raise TypeError(f"path_or_state_dict must be a path or a mapping of tensors, got {type(state).__name__}")
@@ -221,7 +264,7 @@ def _own_tensor_names(model: nn.Module) -> set[str]:
 
 
 def save_checkpoint(model: nn.Module, path: str | Path) -> None:
-    """Write ``model``'s weights as safetensors with its ``FiberConfig`` (JSON) in the metadata.
+    """Write ``model``'s weights as safetensors with its config (JSON) and config family in the metadata.
 
     Tied weights are stored once. Every tensor is copied to its own storage first: a model whose
     parameters are views into one flat buffer (DeepSpeed ZeRO-1/2) saves like any other.
@@ -234,26 +277,36 @@ def save_checkpoint(model: nn.Module, path: str | Path) -> None:
     names = _own_tensor_names(model)
     tensors = {key: value.detach().cpu().contiguous().clone() for key, value in model.state_dict().items()
                if key in names}
-    save_file(tensors, str(path), metadata={CONFIG_KEY: json.dumps(model.config.to_dict())})
+    family = next((name for name, cls in CONFIG_FAMILIES.items() if isinstance(model.config, cls)), None)
+    if family is None:
+        raise TypeError(f"model.config must be one of {[cls.__name__ for cls in CONFIG_FAMILIES.values()]}, got "
+                        f"{type(model.config).__name__}")
+    save_file(tensors, str(path), metadata={CONFIG_KEY: json.dumps(model.config.to_dict()), FAMILY_KEY: family})
 
 
-def read_checkpoint_config(path: str | Path) -> FiberConfig:
-    """The ``FiberConfig`` stored by ``save_checkpoint``."""
+def read_checkpoint_config(path: str | Path) -> FiberConfig | OscarConfig:
+    """The config stored by ``save_checkpoint``: a ``FiberConfig`` or an ``OscarConfig`` by its family."""
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as handle:
         metadata = handle.metadata() or {}
     if CONFIG_KEY not in metadata:
         raise ValueError(f"{path} has no {CONFIG_KEY!r} metadata (not written by save_checkpoint)")
-    return FiberConfig.from_dict(json.loads(metadata[CONFIG_KEY]))
+    family = metadata.get(FAMILY_KEY, "fiber")
+    if family not in CONFIG_FAMILIES:
+        raise ValueError(f"{path}: unknown {FAMILY_KEY} {family!r}, expected one of {sorted(CONFIG_FAMILIES)}")
+    return CONFIG_FAMILIES[family].from_dict(json.loads(metadata[CONFIG_KEY]))
 
 
 def load_checkpoint(model: nn.Module, path: str | Path) -> None:
     """Load a ``save_checkpoint`` file into ``model`` strictly: missing or unexpected keys raise ``RuntimeError``
-    (as ``load_state_dict(strict=True)``), mis-shaped ones too."""
+    (as ``load_state_dict(strict=True)``), mis-shaped ones too, and so does a file of another config family."""
     from safetensors.torch import load_file
 
-    read_checkpoint_config(path)
+    stored = read_checkpoint_config(path)
+    if type(stored) is not type(model.config):
+        raise RuntimeError(f"{path} holds a {type(stored).__name__} model, the model has a "
+                           f"{type(model.config).__name__}")
     state = load_file(str(path))
     expected = _own_tensor_names(model)
     missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
