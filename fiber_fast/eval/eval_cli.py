@@ -1,5 +1,6 @@
-"""``fiber-fast eval --task retrieval|grounding|detection --checkpoint RUN_OR_CKPT --data DIR [--split val]
-[--out FILE.json]``.
+"""``fiber-fast eval [--model fiber] --task retrieval|grounding|detection --checkpoint RUN_OR_CKPT --data DIR
+[--split val] [--out FILE.json]``; ``fiber-fast eval --model oscar --task retrieval --checkpoint OSCAR_RUN --data DIR
+[--regions DIR] [--max-images N]`` (every image-caption pair scored by the relation head, ``oscar_retrieval``).
 
 Prints the metrics as JSON and writes them (flat, with ``task``, ``checkpoint``, ``data``, ``split`` and
 ``seconds``) to ``--out``. Works in one process or under ``torchrun`` / ``deepspeed`` (each rank evaluates
@@ -17,10 +18,13 @@ from pathlib import Path
 from typing import Any
 
 TASKS = ("retrieval", "grounding", "detection")
+MODELS = ("fiber", "oscar")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``eval`` flags (issue 14's contract plus tuning knobs)."""
+    """The ``eval`` flags (issue 14's contract plus tuning knobs; issue 17's ``--model oscar``)."""
+    parser.add_argument("--model", default="fiber", choices=MODELS, help="the checkpoint's model family: fiber "
+                        "(default) or oscar (retrieval only: the relation head scores every image-caption pair)")
     parser.add_argument("--task", required=True, choices=TASKS, help="retrieval (coarse: R@1/5/10 both ways), "
                         "grounding (fine: phrase R@1/5 at IoU 0.5) or detection (fine: COCO mAP, categories as prompt)")
     parser.add_argument("--checkpoint", required=True, metavar="RUN_OR_CKPT",
@@ -48,6 +52,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available, per LOCAL_RANK)")
     parser.add_argument("--eager", action="store_true", help="build the eager (unfused) model")
     parser.add_argument("--num-workers", type=int, default=0, metavar="N", help="DataLoader workers (0)")
+    oscar = parser.add_argument_group("--model oscar")
+    oscar.add_argument("--regions", metavar="DIR", help="the split's region folder (Oscar's TSV layout, `fiber-fast "
+                       "oscar extract`); default: DIR/regions_SPLIT (as the OSCAR loader)")
+    oscar.add_argument("--max-images", type=int, metavar="N", help="only the first N images (by id) and their "
+                       "captions: N x captions pairs are scored (default: all)")
+    oscar.add_argument("--pairs-per-batch", type=int, default=256, metavar="N", help="pairs per forward pass (256)")
+    oscar.add_argument("--max-tag-len", type=int, metavar="T", help="tag tokens per pair (default: the run's, else 30)")
+    oscar.add_argument("--max-regions", type=int, metavar="R", help="regions per image (default: the run's, else "
+                       "the model config's)")
 
 
 def _init_distributed() -> str:
@@ -77,16 +90,46 @@ def _sizes(args: argparse.Namespace, run_data: dict[str, Any], model_config: Any
     }
 
 
+def evaluate_oscar(args: argparse.Namespace) -> dict[str, Any]:
+    """``--model oscar``: retrieval of an OSCAR run over every pair of the split (sizes: the run's data section)."""
+    from functools import partial
+
+    from fiber_fast.data import load_tokenizer
+    from fiber_fast.data.oscar_collate import collate_oscar
+    from fiber_fast.train.config import OSCAR_MAX_TAG_LEN
+
+    from .loading import run_data_config
+    from .oscar_retrieval import evaluate_oscar_retrieval, load_oscar_model, load_retrieval_set
+
+    if args.task != "retrieval":
+        raise ValueError(f"--model oscar evaluates --task retrieval only, got --task {args.task}")
+    model = load_oscar_model(args.checkpoint, args.device or _init_distributed(), eager=args.eager)
+    run_data = run_data_config(args.checkpoint)
+    sizes = {"max_text_len": args.max_text_len or run_data.get("max_text_len") or model.config.max_text_len,
+             "max_tag_len": args.max_tag_len or run_data.get("max_tag_len") or OSCAR_MAX_TAG_LEN,
+             "max_regions": args.max_regions or run_data.get("max_regions") or model.config.max_regions}
+    data = Path(args.data)
+    rset = load_retrieval_set(args.annotations or data / f"captions_{args.split}.json",
+                              args.regions or data / f"regions_{args.split}", args.max_images)
+    collate = partial(collate_oscar, tokenizer=load_tokenizer(args.tokenizer or data / "tokenizer"), **sizes)
+    return {**evaluate_oscar_retrieval(model, rset, collate, pairs_per_batch=args.pairs_per_batch), **sizes}
+
+
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     """Load, evaluate, return the metrics (the same on every rank) and the input sizes used."""
     from fiber_fast.data import load_tokenizer
-    from fiber_fast.models import read_checkpoint_config
+    from fiber_fast.models import FiberConfig, read_checkpoint_config
 
     from . import runner
     from .detection import category_token_map, load_coco
     from .loading import eval_loader, load_model, resolve_checkpoint, run_data_config
 
-    if args.task != "retrieval" and not read_checkpoint_config(resolve_checkpoint(args.checkpoint)).detection_head:
+    if args.model == "oscar":
+        return evaluate_oscar(args)
+    stored = read_checkpoint_config(resolve_checkpoint(args.checkpoint))
+    if not isinstance(stored, FiberConfig):
+        raise ValueError(f"{args.checkpoint} holds a {type(stored).__name__} model: evaluate it with --model oscar")
+    if args.task != "retrieval" and not stored.detection_head:
         raise ValueError(f"--task {args.task} needs a model with the detection head (a fine-stage run); "
                          f"{args.checkpoint} has none")
     device = args.device or _init_distributed()
@@ -122,7 +165,8 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as error:
         print(f"fiber-fast eval: {error}", file=sys.stderr)
         return 2
-    report = {"task": args.task, "checkpoint": str(args.checkpoint), "data": str(args.data), "split": args.split,
+    report = {"model": args.model, "task": args.task, "checkpoint": str(args.checkpoint), "data": str(args.data),
+              "split": args.split,
               **metrics, "seconds": round(time.perf_counter() - started, 3)}
     if rank_and_world()[0] == 0:
         print(json.dumps(report, indent=1))

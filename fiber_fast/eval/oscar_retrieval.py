@@ -58,6 +58,25 @@ class RetrievalSet:
         return items
 
 
+def load_oscar_model(run_or_checkpoint: str | Path, device: str | torch.device = "cpu",
+                     eager: bool = False) -> torch.nn.Module:
+    """``build_oscar`` from the config stored in an OSCAR run or checkpoint, weights loaded strictly, eval mode.
+
+    Raises ``ValueError`` when the checkpoint holds another family's model (a FIBER run)."""
+    from fiber_fast.models import OscarConfig, build_oscar, load_checkpoint, read_checkpoint_config
+
+    from .loading import resolve_checkpoint
+
+    path = resolve_checkpoint(run_or_checkpoint)
+    config = read_checkpoint_config(path)
+    if not isinstance(config, OscarConfig):
+        raise ValueError(f"{run_or_checkpoint} holds a {type(config).__name__} model, not an OSCAR one "
+                         "(evaluate it with --model fiber)")
+    model = build_oscar(config, eager=eager)
+    load_checkpoint(model, path)
+    return model.to(device).eval()
+
+
 def load_retrieval_set(annotations: str | Path, regions: str | Path, max_images: int | None = None) -> RetrievalSet:
     """The captions of ``annotations`` (COCO captions JSON) whose images have rows in the region folder
     ``regions`` (``RegionStore``), restricted to the first ``max_images`` image ids (all when None).

@@ -61,6 +61,7 @@ COARSE_OBJECTIVES = {"itc": 1.0, "itm": 1.0, "mlm": 1.0, "mlm_probability": 0.15
 FINE_OBJECTIVES = {"cls": 1.0, "giou": 1.0, "centerness": 1.0, "topk": 9, "focal_alpha": 0.25, "focal_gamma": 2.0,
                    "giou_weight": 2.0}
 OSCAR_OBJECTIVES = {"mlm": 1.0, "relation": 1.0, "mlm_probability": 0.15}
+OSCAR_MAX_TAG_LEN = 30  # data.max_tag_len of an OSCAR run when unset (the loader's default, Oscar+'s max_tag_length)
 _OBJECTIVES = {"coarse": COARSE_OBJECTIVES, "fine": FINE_OBJECTIVES, OSCAR_STAGE: OSCAR_OBJECTIVES}
 _FORMATS = {"coarse": ("captions", "shards"), "fine": ("grounding",), OSCAR_STAGE: ("oscar",)}
 

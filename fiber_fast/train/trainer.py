@@ -28,7 +28,7 @@ from .checkpoint import (
     rng_state,
     set_rng_state,
 )
-from .config import OSCAR_STAGE, TrainConfig
+from .config import OSCAR_MAX_TAG_LEN, OSCAR_STAGE, TrainConfig
 from .distributed import rank, world_size
 from .engine import deepspeed_config, init_distributed, precision_of, seed_everything
 from .metrics import MetricsLogger, memory_mib
@@ -67,11 +67,30 @@ def build_oscar_task(cfg: TrainConfig, tokenizer: Any) -> OscarTask:
 
     oscar_cfg = OscarConfig.preset(cfg.model.preset, **cfg.model.overrides)
     _check_vocab(tokenizer, oscar_cfg.text.vocab_size)
+    if tokenizer.pad_token_id != oscar_cfg.text.pad_token_id:
+        raise ValueError(f"the tokenizer's pad id is {tokenizer.pad_token_id} but the model's text.pad_token_id is "
+                         f"{oscar_cfg.text.pad_token_id} (its embedding row never trains): set "
+                         "model.overrides.text.pad_token_id")
     objectives = dict(cfg.objectives)
     return OscarTask(build_oscar(oscar_cfg, eager=cfg.model.eager), mask_token_id=tokenizer.mask_token_id,
                      special_ids=tokenizer.all_special_ids, vocab_size=len(tokenizer),
                      weights={k: objectives[k] for k in ("mlm", "relation")},
                      mlm_probability=objectives["mlm_probability"])
+
+
+def oscar_data_defaults(data: dict[str, Any], model_config: Any, tokenizer: Any) -> None:
+    """Fill an OSCAR data section's sizes from the model (``max_text_len`` word tokens, ``max_regions``) and the
+    loader (``max_tag_len``), so the run YAML records them; raise ``ValueError`` when the longest pair
+    (words + tags + the tokenizer's pair specials) has more tokens than the model has positions."""
+    data.setdefault("max_text_len", model_config.max_text_len)
+    data.setdefault("max_tag_len", OSCAR_MAX_TAG_LEN)
+    data.setdefault("max_regions", model_config.max_regions)
+    specials = tokenizer.num_special_tokens_to_add(pair=True)
+    longest = int(data["max_text_len"]) + int(data["max_tag_len"]) + specials
+    if longest > model_config.text.max_position_embeddings:
+        raise ValueError(f"data.max_text_len {data['max_text_len']} + data.max_tag_len {data['max_tag_len']} + "
+                         f"{specials} special tokens = {longest} exceed the model's text.max_position_embeddings "
+                         f"{model_config.text.max_position_embeddings}: lower them")
 
 
 def build_task(cfg: TrainConfig, tokenizer: Any) -> CoarseTask | FineTask | OscarTask:
@@ -180,6 +199,8 @@ def train(cfg: TrainConfig, options: RunOptions) -> int:
     seed_everything(cfg.seed + 1000 * (rank() + 1))  # per-rank streams for masking and negative sampling
     micro = int(ds_config["train_micro_batch_size_per_gpu"])
     accum = int(ds_config["gradient_accumulation_steps"])
+    if cfg.stage == OSCAR_STAGE:
+        oscar_data_defaults(data, task.model.config, tokenizer)
     data.setdefault("max_text_len", task.model.config.max_text_len)
     data.setdefault("seed", cfg.seed)
     loader = build_loader({**data, "batch_size": micro}, tokenizer=tokenizer, rank=rank(), world_size=world_size())
