@@ -1,30 +1,37 @@
 """The DataLoader of a stage, built from a config dict, resumable and counting bad data.
 
 ``build_loader(config)`` returns a :class:`StageLoader`: iterate it for the batches of the rest of
-the current epoch (exactly the dicts of ``collate_coarse``/``collate_fine``); when an epoch runs out
-the next begins on the following iteration. ``state_dict()`` after a batch records that batch as
+the current epoch (exactly the dicts of ``collate_coarse``/``collate_fine``/``collate_oscar``); when an
+epoch runs out the next begins on the following iteration. ``state_dict()`` after a batch records that batch as
 consumed, so a run killed after step k and resumed from its state sees exactly the batches k+1, ...
 of the uninterrupted run (same config, world size and number of workers). ``errors`` counts the
 items skipped with ``on_error="skip"`` (``errors.as_dict()`` for the metrics log).
 
 Config keys (defaults in brackets):
     root              data folder (the synthetic layout: images/, captions_*.json, grounding_*.json,
-                      shards/, tokenizer/)
+                      shards/, tokenizer/; for "oscar" also the region folders regions_*/)
     split             ["train"]
-    format            "captions" | "shards" (coarse batches) | "grounding" (fine batches)
+    format            "captions" | "shards" (coarse batches) | "grounding" (fine batches) | "oscar" (OSCAR
+                      batches: captions joined with region features and tags by image id)
     batch_size        per rank
     image_size        coarse: square side [384]
     min_sizes, max_size   fine: shorter-side choices [480..800 step 32] and longer-side cap [1333]
-    max_text_len      [40 coarse, 256 fine]
+    max_text_len      [40 coarse, 256 fine, 35 oscar (word tokens, specials not counted)]
     num_workers       [0]
     seed              [0]  (sampler order, shard order, shuffle buffer, multi-scale choices)
     shuffle, drop_last  [True for train, False otherwise]
     on_error          ["raise"] | "skip"
     tokenizer         [ROOT/tokenizer]
-    annotations       [ROOT/captions_SPLIT.json or ROOT/grounding_SPLIT.json]
+    annotations       [ROOT/captions_SPLIT.json (captions, oscar) or ROOT/grounding_SPLIT.json (grounding)]
     image_root        [ROOT/images]
     shards            [ROOT/shards/SPLIT-*.tar]
     shuffle_buffer    [1000]
+  oscar only (fiber_fast.data.oscar_dataset / oscar_collate):
+    regions           [ROOT/regions_SPLIT] a region folder in Oscar's TSV layout (fiber_fast.data.oscar_tsv;
+                      written by `fiber-fast oscar extract`), image ids = str(caption image_id)
+    max_tag_len       [30] tag tokens kept after the words
+    max_regions       [50] regions per image kept (the highest scores)
+    contrast          [2] 2: Oscar's matched/polluted-tags; 3: Oscar+'s 3-way (also polluted captions)
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -44,12 +52,14 @@ from fiber_fast.data.captions import CaptionsDataset
 from fiber_fast.data.collate import collate_coarse, collate_fine
 from fiber_fast.data.errors import ErrorCounter
 from fiber_fast.data.grounding import GroundingDataset
+from fiber_fast.data.oscar_collate import collate_oscar
+from fiber_fast.data.oscar_dataset import OscarDataset
 from fiber_fast.data.sampler import ResumableDistributedSampler
 from fiber_fast.data.shards import ShardDataset, list_shards
 from fiber_fast.data.tokenizer import load_tokenizer
 from fiber_fast.data.transforms import CoarseTransform, FineTransform
 
-FORMATS: tuple[str, ...] = ("captions", "shards", "grounding")
+FORMATS: tuple[str, ...] = ("captions", "shards", "grounding", "oscar")
 GLIP_MIN_SIZES: tuple[int, ...] = tuple(range(480, 801, 32))
 
 
@@ -80,7 +90,8 @@ def _rank_and_world(rank: int | None, world_size: int | None) -> tuple[int, int]
 class StageLoader:
     """Iterable of stage batches with ``state_dict``/``load_state_dict``, ``epoch`` and ``errors``."""
 
-    def __init__(self, dataset: CaptionsDataset | GroundingDataset | ShardDataset, loader_kwargs: dict[str, Any],
+    def __init__(self, dataset: CaptionsDataset | GroundingDataset | OscarDataset | ShardDataset,
+                 loader_kwargs: dict[str, Any],
                  sampler: ResumableDistributedSampler | None, tokenizer: PreTrainedTokenizerBase,
                  batch_size: int, drop_last: bool) -> None:
         self.dataset, self.sampler, self.tokenizer = dataset, sampler, tokenizer
@@ -157,7 +168,8 @@ def build_loader(config: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase |
     """
     unknown = set(config) - {"root", "split", "format", "batch_size", "image_size", "min_sizes", "max_size",
                              "max_text_len", "num_workers", "seed", "shuffle", "drop_last", "on_error", "tokenizer",
-                             "annotations", "image_root", "shards", "shuffle_buffer"}
+                             "annotations", "image_root", "shards", "shuffle_buffer", "regions", "max_tag_len",
+                             "max_regions", "contrast"}
     if unknown:
         raise ValueError(f"unknown data config keys {sorted(unknown)}")
     fmt = config.get("format")
@@ -180,6 +192,13 @@ def build_loader(config: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase |
         dataset = GroundingDataset(config.get("annotations", root / f"grounding_{split}.json"), image_root,
                                    transform, on_error=on_error, seed=seed)
         collate, max_text_len = collate_fine, int(config.get("max_text_len", 256))
+    elif fmt == "oscar":
+        dataset = OscarDataset(config.get("annotations", root / f"captions_{split}.json"),
+                               config.get("regions", root / f"regions_{split}"),
+                               contrast=int(config.get("contrast", 2)), seed=seed, on_error=on_error)
+        collate = partial(collate_oscar, max_tag_len=int(config.get("max_tag_len", 30)),
+                          max_regions=int(config.get("max_regions", 50)))
+        max_text_len = int(config.get("max_text_len", 35))
     else:
         transform = CoarseTransform(int(config.get("image_size", 384)))
         collate, max_text_len = collate_coarse, int(config.get("max_text_len", 40))

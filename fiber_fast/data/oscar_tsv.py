@@ -222,7 +222,8 @@ class RegionStore:
 
     ``len(store)``, ``store.image_ids`` (row order), ``image_id in store``, ``store.feature_dim`` (D + 6);
     ``store.get(image_id)`` -> ``(features (R, D + 6) float32, tags list[str], boxes (R, 4) float32,
-    image_hw)``; ``store.read(image_id)`` -> :class:`StoredRegions` (with the scores). ``feature_dim``
+    image_hw)``; ``store.read(image_id)`` -> :class:`StoredRegions` (with the scores);
+    ``store.read_tags(image_id)`` -> the tags alone (the labels row only). ``feature_dim``
     is inferred from the first image with regions unless given. Rows are checked as they are read.
     """
 
@@ -264,14 +265,15 @@ class RegionStore:
         return rows
 
     def _infer_feature_dim(self) -> int:
+        """D + 6 from the first readable row with regions (a corrupt row is skipped here, reported when read)."""
         for image_id, row in self._rows.items():
-            num_boxes, payload = self._feature_row(row, image_id)
-            if num_boxes > 0:
-                if len(payload) % (4 * num_boxes):
-                    raise DataError("image", self._features.where(row, image_id), f"{len(payload)} feature bytes "
-                                    f"are not num_boxes={num_boxes} rows of float32")
+            try:
+                num_boxes, payload = self._feature_row(row, image_id)
+            except DataError:
+                continue
+            if num_boxes > 0 and len(payload) % (4 * num_boxes) == 0:
                 return len(payload) // (4 * num_boxes)
-        raise ValueError(f"{self.root} holds no region: pass feature_dim")
+        raise ValueError(f"{self.root} holds no readable region: pass feature_dim")
 
     def __len__(self) -> int:
         return len(self.image_ids)
@@ -349,6 +351,10 @@ class RegionStore:
         features = torch.from_numpy(np.frombuffer(payload, dtype=_FLOAT32_LE).astype(np.float32)
                                     .reshape(num_boxes, self.feature_dim))
         return StoredRegions(features, tags, boxes, image_hw, scores)
+
+    def read_tags(self, image_id: str) -> list[str]:
+        """Only the tags of ``image_id`` (its labels row; the features row is not read)."""
+        return self._label_row(self._row_of(image_id), image_id)[0]
 
     def get(self, image_id: str) -> tuple[torch.Tensor, list[str], torch.Tensor, tuple[int, int]]:
         """``(features (R, D + 6) float32, tags, boxes (R, 4) float32, image_hw)`` of ``image_id``."""
