@@ -31,13 +31,16 @@ class Subcommand:
 SUBCOMMANDS: tuple[Subcommand, ...] = (
     Subcommand(("data", "synth"), "fiber_fast.data.synth_cli",
                "write the synthetic image-text-box set (captions JSON, shards, grounding JSON, tokenizer)"),
-    Subcommand(("train",), "fiber_fast.train.train_cli", "train FIBER, coarse or fine stage, under DeepSpeed"),
+    Subcommand(("train",), "fiber_fast.train.train_cli", "train FIBER (coarse, fine) or OSCAR under DeepSpeed"),
     Subcommand(("eval",), "fiber_fast.eval.eval_cli", "evaluate a run: retrieval, phrase grounding or detection"),
+    Subcommand(("oscar", "extract"), "fiber_fast.eval.extract_cli",
+               "tag images with a fine-stage FIBER run: OSCAR region features and tags in Oscar's TSV layout"),
     Subcommand(("demo",), "fiber_fast.demo", "synthetic data -> coarse -> fine -> evaluation, table and pictures"),
     Subcommand(("bench",), "fiber_fast.bench_cli",
                "run the microbenchmarks (speed, memory, projected GPU time) and print tables"),
 )
-_GROUP_HELP = {"data": "datasets: `fiber-fast data synth` writes the synthetic set"}
+_GROUP_HELP = {"data": "datasets: `fiber-fast data synth` writes the synthetic set",
+               "oscar": "OSCAR inputs: `fiber-fast oscar extract` writes region features and tags"}
 
 
 def _chosen(argv: Sequence[str]) -> tuple[str, ...]:

@@ -15,8 +15,16 @@ def test_help_lists_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None
         cli.main(["--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for name in ("data", "train", "eval", "demo", "bench"):
+    for name in ("data", "train", "eval", "oscar", "demo", "bench"):
         assert name in out
+
+
+@pytest.mark.parametrize("command", [command.names for command in cli.SUBCOMMANDS])
+def test_every_subcommand_has_help(command: tuple[str, ...], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([*command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: fiber-fast " + " ".join(command) in capsys.readouterr().out
 
 
 def test_help_imports_no_subcommand_module() -> None:
@@ -30,6 +38,7 @@ def test_help_imports_no_subcommand_module() -> None:
 def test_chosen_skips_launcher_options() -> None:
     assert cli._chosen(["--local_rank=1", "train", "--stage", "coarse"]) == ("train",)
     assert cli._chosen(["data", "synth", "--out", "x"]) == ("data", "synth")
+    assert cli._chosen(["oscar", "extract", "--model", "run"]) == ("oscar", "extract")
     assert cli._chosen(["data"]) == ()
     assert cli._chosen(["nonsense"]) == ()
 
