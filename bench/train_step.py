@@ -58,10 +58,12 @@ class StepSpec:
 
 @dataclass(frozen=True)
 class Variant:
-    """A provider: the eager model (FIBER's computation) or the fused one, with a memory-saving option."""
+    """A provider: the eager model (FIBER's computation) or the fused one, with memory-saving options
+    (``FiberConfig.activation_checkpointing`` for the Swin blocks, ``text_checkpointing`` for RoBERTa)."""
 
     eager: bool
     checkpointing: str = "none"
+    text_checkpointing: bool = False
 
 
 VARIANTS: dict[str, Variant] = {
@@ -69,6 +71,9 @@ VARIANTS: dict[str, Variant] = {
     "fused": Variant(eager=False),
     "fused_ckpt_mlp": Variant(eager=False, checkpointing="mlp"),
     "fused_ckpt_block": Variant(eager=False, checkpointing="block"),
+    "fused_ckpt_text": Variant(eager=False, text_checkpointing=True),
+    "fused_ckpt_mlp_text": Variant(eager=False, checkpointing="mlp", text_checkpointing=True),
+    "fused_ckpt_block_text": Variant(eager=False, checkpointing="block", text_checkpointing=True),
 }
 REAL_STEPS: dict[str, StepSpec] = {
     "coarse_b8": StepSpec("train_step_coarse", "base-coarse", "coarse", 8),
@@ -122,7 +127,8 @@ class StepFakeMode(FakeTensorMode):
 
 def step_config(spec: StepSpec, variant: Variant) -> FiberConfig:
     """The ``FiberConfig`` of a step (the preset at the spec's stage, the variant's checkpointing)."""
-    return FiberConfig.preset(spec.preset, stage=spec.stage, activation_checkpointing=variant.checkpointing)
+    return FiberConfig.preset(spec.preset, stage=spec.stage, activation_checkpointing=variant.checkpointing,
+                              text_checkpointing=variant.text_checkpointing)
 
 
 def fake_model(cfg: FiberConfig, eager: bool, mode: FakeTensorMode, dtype: torch.dtype) -> nn.Module:

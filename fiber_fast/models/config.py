@@ -95,6 +95,9 @@ class FiberConfig:
             RNG state preserved, so losses and gradients are unchanged): ``"none"``; ``"mlp"`` recomputes
             each Swin block's ``norm2`` + MLP in the backward; ``"block"`` recomputes every Swin block
             (attention, fusion branch, MLP) and keeps only its input.
+        text_checkpointing: the same for the text side: True recomputes every RoBERTa layer (attention,
+            its text->image fusion branch, feed-forward, LayerNorms) in the backward and keeps only its
+            input; independent of ``activation_checkpointing`` (which covers the Swin blocks).
     """
 
     image: ImageConfig = field(default_factory=ImageConfig)
@@ -113,6 +116,7 @@ class FiberConfig:
     log_scale: float = 0.0
     anchor_scale: float = 8.0
     activation_checkpointing: str = "none"
+    text_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.image, dict):
@@ -133,6 +137,8 @@ class FiberConfig:
         if self.activation_checkpointing not in CHECKPOINTING:
             raise ValueError(f"activation_checkpointing must be one of {CHECKPOINTING}, got "
                              f"{self.activation_checkpointing!r}")
+        if not isinstance(self.text_checkpointing, bool):
+            raise TypeError(f"text_checkpointing must be a bool, got {type(self.text_checkpointing).__name__}")
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
         if len(image.depths) != len(image.num_heads) or len(image.depths) < 3:

@@ -11,11 +11,13 @@ no fusion module called at all (the dual encoder of ITC and retrieval).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 
 import torch
 from fiber_kernels.modules import ImageToTextFusion, TextToImageFusion
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .config import FiberConfig
 from .grounding import GroundingHead
@@ -85,8 +87,15 @@ class FiberModel(nn.Module):
         attention_mask = attention_mask.long()
         mask = self.text.attention_mask(hidden, attention_mask)
         for layer in self.text.encoder.layer[:self.first_fused_layer]:
-            hidden = layer(hidden, mask)
+            hidden = self._text_layer(layer, hidden, mask)
         return TextLower(hidden, attention_mask)
+
+    def _text_layer(self, run: Callable[..., torch.Tensor], *args: object, **kwargs: object) -> torch.Tensor:
+        """``run(*args, **kwargs)``: a RoBERTa layer (``(B, T, D)`` in and out); with ``cfg.text_checkpointing``
+        and grad enabled, recomputed in the backward (non-reentrant, RNG state preserved: same dropout)."""
+        if self.config.text_checkpointing and torch.is_grad_enabled():
+            return checkpoint(run, *args, use_reentrant=False, **kwargs)
+        return run(*args, **kwargs)
 
     def _enter_block(self, x: torch.Tensor, position: tuple[int, int], outputs: list[torch.Tensor]) -> torch.Tensor:
         """Before a stage's first block: keep the previous stage's output (stages 2+), downsample."""
@@ -118,9 +127,10 @@ class FiberModel(nn.Module):
                 last_norm = step < len(layers) - 1 or self.config.last_text_layer_norm
                 image_tokens = x.flatten(1, 2)
                 x, hidden = (block(x, hidden, padding),
-                             fused_layer_forward(layer, hidden, mask, image_tokens, last_norm=last_norm))
+                             self._text_layer(fused_layer_forward, layer, hidden, mask, image_tokens,
+                                              last_norm=last_norm))
             else:
-                x, hidden = block(x), layer(hidden, mask)
+                x, hidden = block(x), self._text_layer(layer, hidden, mask)
         outputs.append(x)
         tokens = x.flatten(1, 2) if fusion else self.image.norm(x.flatten(1, 2))
         norms = self.image.feature_norms

@@ -139,27 +139,34 @@ def _step(cfg: FiberConfig, stage: str, state: dict[str, torch.Tensor], batch: d
 
 
 CHECKPOINT_CASES = [
-    pytest.param("mlp", "coarse", False, id="mlp-coarse-vs-fused"),
-    pytest.param("block", "fine", False, id="block-fine-vs-fused"),
-    pytest.param("block", "coarse", True, id="block-coarse-vs-eager"),
-    pytest.param("mlp", "fine", False, id="mlp-fine-vs-fused", marks=pytest.mark.slow),
-    pytest.param("block", "coarse", False, id="block-coarse-vs-fused", marks=pytest.mark.slow),
-    pytest.param("mlp", "coarse", True, id="mlp-coarse-vs-eager", marks=pytest.mark.slow),
-    pytest.param("mlp", "fine", True, id="mlp-fine-vs-eager", marks=pytest.mark.slow),
-    pytest.param("block", "fine", True, id="block-fine-vs-eager", marks=pytest.mark.slow),
+    pytest.param({"activation_checkpointing": "mlp"}, "coarse", False, id="mlp-coarse-vs-fused"),
+    pytest.param({"activation_checkpointing": "block"}, "fine", False, id="block-fine-vs-fused"),
+    pytest.param({"activation_checkpointing": "block"}, "coarse", True, id="block-coarse-vs-eager"),
+    pytest.param({"text_checkpointing": True}, "coarse", False, id="text-coarse-vs-fused"),
+    pytest.param({"activation_checkpointing": "mlp"}, "fine", False, id="mlp-fine-vs-fused", marks=pytest.mark.slow),
+    pytest.param({"activation_checkpointing": "block"}, "coarse", False, id="block-coarse-vs-fused",
+                 marks=pytest.mark.slow),
+    pytest.param({"activation_checkpointing": "mlp"}, "coarse", True, id="mlp-coarse-vs-eager", marks=pytest.mark.slow),
+    pytest.param({"activation_checkpointing": "mlp"}, "fine", True, id="mlp-fine-vs-eager", marks=pytest.mark.slow),
+    pytest.param({"activation_checkpointing": "block"}, "fine", True, id="block-fine-vs-eager", marks=pytest.mark.slow),
+    pytest.param({"text_checkpointing": True}, "fine", False, id="text-fine-vs-fused", marks=pytest.mark.slow),
+    pytest.param({"text_checkpointing": True}, "coarse", True, id="text-coarse-vs-eager", marks=pytest.mark.slow),
+    pytest.param({"activation_checkpointing": "block", "text_checkpointing": True}, "fine", True,
+                 id="block-text-fine-vs-eager", marks=pytest.mark.slow),
 ]
 
 
-@pytest.mark.parametrize("checkpointing, stage, eager", CHECKPOINT_CASES)
-def test_checkpointing_keeps_losses_and_gradients(checkpointing: str, stage: str, eager: bool) -> None:
-    """Bit-equal to the fused model without it (drop path on: the recomputation replays the RNG), and equal
-    to the eager model (FIBER's computation, drop path off) within test_tasks' tolerances."""
+@pytest.mark.parametrize("options, stage, eager", CHECKPOINT_CASES)
+def test_checkpointing_keeps_losses_and_gradients(options: dict[str, object], stage: str, eager: bool) -> None:
+    """Bit-equal to the fused model without it (drop path and text dropout on: the recomputation replays the
+    RNG), and equal to the eager model (FIBER's computation, no dropout) within test_tasks' tolerances."""
     spec = ts.StepSpec("k", "tiny", stage, 2)
     batch = ts.make_batch(ts.step_config(spec, ts.VARIANTS["fused"]), stage, 2, "cpu", torch.float32,
                           torch.Generator().manual_seed(3))
     image = {"drop_path_rate": 0.0 if eager else 0.2}
-    plain = FiberConfig.preset("tiny", stage=stage, image=image)
-    saving = FiberConfig.preset("tiny", stage=stage, image=image, activation_checkpointing=checkpointing)
+    text = {"hidden_dropout_prob": 0.0 if eager else 0.1, "attention_probs_dropout_prob": 0.0 if eager else 0.1}
+    plain = FiberConfig.preset("tiny", stage=stage, image=image, text=text)
+    saving = FiberConfig.preset("tiny", stage=stage, image=image, text=text, **options)
     state = build_fiber(plain).state_dict()
     reference = _step(plain, stage, state, batch, eager=eager)
     losses, grads = _step(saving, stage, state, batch)
@@ -171,7 +178,21 @@ def test_checkpointing_keeps_losses_and_gradients(checkpointing: str, stage: str
                                    msg=lambda m, n=name: f"{n}: {m}")
 
 
+def test_text_checkpointing_keeps_only_layer_inputs() -> None:
+    """With text_checkpointing nothing inside a RoBERTa layer (its fusion branch included) is saved for the
+    backward; the Swin side saves as before."""
+    spec = ts.TINY_STEPS["coarse_b8"]
+    plain = ts.saved_by_part(ts.fake_step(spec, ts.VARIANTS["fused"]))
+    text = ts.saved_by_part(ts.fake_step(spec, ts.VARIANTS["fused_ckpt_text"]))
+    assert plain["text_layers"] > 0 and text["text_layers"] == 0
+    assert 0 < text["fusion"] < plain["fusion"]  # the image->text branches in the Swin blocks remain
+    assert text["mlp"] == plain["mlp"] > 0
+
+
 def test_checkpointing_config_is_validated() -> None:
     with pytest.raises(ValueError, match="activation_checkpointing"):
         FiberConfig.preset("tiny", activation_checkpointing="all")
     assert FiberConfig.preset("tiny").activation_checkpointing == "none"
+    with pytest.raises(TypeError, match="text_checkpointing"):
+        FiberConfig.preset("tiny", text_checkpointing="yes")
+    assert FiberConfig.preset("tiny").text_checkpointing is False
