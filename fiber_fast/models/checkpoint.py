@@ -305,7 +305,7 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> None:
 
     stored = read_checkpoint_config(path)
     if type(stored) is not type(model.config):
-        raise RuntimeError(f"{path} holds a {type(stored).__name__} model, the model has a "
+        raise RuntimeError(f"{path} was saved with config class {type(stored).__name__}, the model's is "
                            f"{type(model.config).__name__}")
     state = load_file(str(path))
     expected = _own_tensor_names(model)
