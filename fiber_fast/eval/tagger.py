@@ -86,6 +86,17 @@ def select_regions(detections: Detections, top_k: int, score_threshold: float, n
     return Detections(detections.boxes[keep], detections.scores[keep], detections.labels[keep])
 
 
+def tag_regions(head_output: object, token_map: torch.Tensor, image_sizes: torch.Tensor, top_k: int,
+                score_threshold: float, nms_threshold: float = 0.6, **decode_options: object) -> list[Detections]:
+    """Boxes and tags of every image from a ``GroundingOutput`` (cls_logits ``(B, A, T)``) and the phrase token
+    map ``(P, T)``: ``decode_batch`` with every anchor competing, then ``select_regions``. ``labels`` of the
+    result index the phrases (each box's best phrase); boxes ``(R, 4)`` fp32 xyxy in input pixels."""
+    batch = head_output.cls_logits.shape[0]
+    detections = decode_batch(head_output, [token_map] * batch, image_sizes, score_threshold=0.0,
+                              nms_threshold=nms_threshold, **decode_options)
+    return [select_regions(d, top_k, score_threshold, nms_threshold) for d in detections]
+
+
 def to_original_pixels(boxes: torch.Tensor, resized_hw: Sequence[int], original_hw: Sequence[int]) -> torch.Tensor:
     """``(R, 4)`` xyxy boxes from the resized image's pixels ``(h, w)`` to the original image's ``(H, W)``."""
     if boxes.dim() != 2 or boxes.shape[1] != 4:
@@ -118,7 +129,7 @@ class RegionTagger:
         self.strides = stage_strides(config.image)
         self.feature_dim = region_feature_dim(config.image)
         self.top_k, self.score_threshold, self.nms_threshold = top_k, score_threshold, nms_threshold
-        self.decode_options = {"score_agg": score_agg, "pre_nms_top_n": pre_nms_top_n, "nms_threshold": nms_threshold,
+        self.decode_options = {"score_agg": score_agg, "pre_nms_top_n": pre_nms_top_n,
                                "max_detections": max(100, top_k)}
         self.output_size, self.sampling_ratio = output_size, sampling_ratio
 
@@ -141,9 +152,8 @@ class RegionTagger:
         attention_mask = self.prompt["attention_mask"].to(device).expand(batch, -1)
         out = model.upper(model.image_lower(pixel_values.to(device)), model.text_lower(input_ids, attention_mask),
                           fusion=True)
-        detections = decode_batch(model.grounding_head(out), [self.token_map] * batch, image_sizes,
-                                  score_threshold=0.0, **self.decode_options)
-        chosen = [select_regions(d, self.top_k, self.score_threshold, self.nms_threshold) for d in detections]
+        chosen = tag_regions(model.grounding_head(out), self.token_map, image_sizes, self.top_k, self.score_threshold,
+                             self.nms_threshold, **self.decode_options)
         features = pool_regions(out.image_features, self.strides, [c.boxes for c in chosen], self.output_size,
                                 self.sampling_ratio)
         records = []
