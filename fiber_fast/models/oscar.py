@@ -6,7 +6,7 @@ and official Oscar state dicts map by name (``load_pretrained(..., source="bert"
 Region tokens get no position or token-type embedding (as Oscar's ``BertImgModel``). Every
 ``BertLayer`` runs HF's own forward; only its attention function differs between the two builds:
 ``fiber_kernels.cross_attention`` (one query group, the joint text + region key-padding mask) on the
-fused model, ``torch.nn.functional.scaled_dot_product_attention`` with an additive mask on the eager one.
+fused model, ``torch.nn.functional.scaled_dot_product_attention`` with a bool mask on the eager one.
 
 Relation labels (``relation_head``; Oscar's ``cls.seq_relationship``, Oscar+'s ``oscar_tsv.py``):
 0 = the original (caption, tags, regions) triple; 1 = polluted: with ``relation_labels=2`` any
@@ -126,9 +126,9 @@ class OscarModel(nn.Module):
         hidden = torch.cat([text, self.bert.embed_regions(region_features)], dim=1)
         padding = torch.cat([attention_mask == 0, ~region_mask], dim=1)
         if self.eager:
-            mask = torch.zeros(padding.shape, dtype=hidden.dtype, device=hidden.device)
-            mask = mask.masked_fill(padding, torch.finfo(hidden.dtype).min)[:, None, None, :]
-            hidden = self.bert.encoder(hidden, attention_mask=mask).last_hidden_state
+            # SDPA's bool mask (True = attend); a row without any real key attends to all (finite, not NaN)
+            allowed = ~padding | padding.all(dim=1, keepdim=True)
+            hidden = self.bert.encoder(hidden, attention_mask=allowed[:, None, None, :]).last_hidden_state
         else:
             hidden = self.bert.encoder(hidden, attention_mask=padding,
                                        fiber_backend=self.config.backend).last_hidden_state
