@@ -80,9 +80,14 @@ def assert_fused_matches_eager(cfg: OscarConfig, **input_args: object) -> int:
     got, same_dtype, reference = run(fused, inputs), run(eager, inputs), run(eager64, inputs)
     assert got.keys() == same_dtype.keys() == reference.keys()
     assert len(got) == 4 + len(list(fused.parameters()))  # every parameter receives a gradient
+    worst = worst_eager = 0.0
     for name, value in reference.items():
         floor = 1e-5 * max(1.0, float(value.abs().max()))
         assert_close_to_reference(got[name], value, same_dtype[name], factor=3.0, atol_floor=floor, name=name)
+        worst = max(worst, float((got[name].double() - value).abs().max()))
+        worst_eager = max(worst_eager, float((same_dtype[name].double() - value).abs().max()))
+    print(f"backend={cfg.backend} {len(got)} tensors: max |fused fp32 - eager fp64| = {worst:.2e}, "
+          f"max |eager fp32 - eager fp64| = {worst_eager:.2e}")
     return len(got)
 
 
