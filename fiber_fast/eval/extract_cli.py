@@ -72,8 +72,9 @@ def extract(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.top_k < 1 or args.batch_size < 1:
         raise ValueError(f"--top-k and --batch-size must be >= 1, got {args.top_k} and {args.batch_size}")
-    if not read_checkpoint_config(resolve_checkpoint(args.model)).detection_head:
-        raise ValueError(f"{args.model} has no detection head: the tagger needs a fine-stage run")
+    if not getattr(read_checkpoint_config(resolve_checkpoint(args.model)), "detection_head", False):
+        raise ValueError(f"{args.model} is not a FIBER model with the detection head: the tagger needs a "
+                         f"fine-stage run")
     if args.threads:
         torch.set_num_threads(args.threads)
     data = Path(args.data)
@@ -84,7 +85,10 @@ def extract(args: argparse.Namespace) -> dict[str, Any]:
     min_size = args.min_size or (max(min_sizes) if min_sizes else 800)
     max_size = args.max_size or run_data.get("max_size", 1333)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model = load_model(args.model, device)
+    try:
+        model = load_model(args.model, device)
+    except RuntimeError as error:  # weights that do not fit the stored config (e.g. renamed parameters)
+        raise ValueError(f"cannot load {args.model}: {error}") from error
     tokenizer = load_tokenizer(args.tokenizer or data / "tokenizer")
     tagger = RegionTagger(model, tokenizer, phrases, top_k=args.top_k, score_threshold=args.score_threshold,
                           nms_threshold=args.nms_threshold)

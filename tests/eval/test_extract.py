@@ -7,6 +7,8 @@ import json
 
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from fiber_fast.data import FineTransform, GroundingDataset, collate_fine, load_tokenizer
 from fiber_fast.data.oscar_tsv import RegionStore, region_geometry
@@ -94,4 +96,13 @@ def test_bad_input_exits_with_status_2(workspace, capsys):
     code = extract_cli.run(parse(["--model", str(workspace / "fine.safetensors"), "--data",
                                   str(workspace / "missing"), "--out", str(workspace / "never")]))
     assert code == 2 and "does not exist" in capsys.readouterr().err
+    # Weights that do not fit their stored config (a parameter renamed, as an older checkpoint's would be).
+    with safe_open(workspace / "fine.safetensors", "pt") as handle:
+        metadata = handle.metadata()
+    tensors = load_file(workspace / "fine.safetensors")
+    tensors["renamed.weight"] = tensors.pop("grounding_head.alignment.log_scale")
+    save_file(tensors, workspace / "renamed.safetensors", metadata=metadata)
+    code = extract_cli.run(parse(["--model", str(workspace / "renamed.safetensors"), "--data",
+                                  str(workspace / "data"), "--out", str(workspace / "never")]))
+    assert code == 2 and "cannot load" in capsys.readouterr().err
     assert not (workspace / "never").exists()
