@@ -14,9 +14,11 @@ Per image batch:
    ``score_threshold`` are kept, and always the best box, so every image has at least one region.
 5. Features: ``torchvision.ops.roi_align`` (``aligned=True``, ``spatial_scale = 1 / stride``) of every box
    on each of the backbone maps of Swin stages 2..n (strides ``patch_size * 2**s``: 8, 16, 32),
-   ``output_size`` x ``output_size`` bins of ``sampling_ratio``\u00b2 bilinear samples averaged over the
-   bins (the mean of the map over the box), concatenated over the stages: ``D = sum of the stages' widths``
-   (``14 * embed_dim`` for three stages: 448 for the tiny preset, 1792 for Swin-B).
+   ``output_size`` x ``output_size`` bins of ``sampling_ratio`` x ``sampling_ratio`` bilinear samples
+   averaged over the bins (the mean of the map over the box), concatenated over the stages: ``D`` = the sum
+   of the stages' widths (``14 * embed_dim`` for three stages: 448 tiny, 1792 Swin-B). The maps are those of the
+   fused pass, so the stages after the first fused block have seen the prompt -- the same prompt for every
+   image, so the features of different images are comparable. OSCAR's ``region_dim`` is ``D + 6`` (geometry).
 
 Why all three stages, concatenated, and not FPN's level mapper: the stages have different widths
 (``2C, 4C, 8C``), so one level per box would give boxes features of different sizes (or need a learned
