@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+import yaml
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
@@ -26,7 +27,10 @@ def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("extract")
     generate(root / "data", images=8, size=64, seed=0, val_images=3)
     torch.manual_seed(0)
-    save_checkpoint(build_fiber(FiberConfig.preset("tiny", stage="fine")), root / "fine.safetensors")
+    run = root / "fine_run"  # a run folder: its train_config.yaml gives the default sizes (96 / 96 px)
+    run.mkdir()
+    save_checkpoint(build_fiber(FiberConfig.preset("tiny", stage="fine")), run / "model.safetensors")
+    (run / "train_config.yaml").write_text(yaml.safe_dump({"data": {"min_sizes": [80, 96], "max_size": 96}}))
     save_checkpoint(build_fiber(FiberConfig.preset("tiny")), root / "coarse.safetensors")
     return root
 
@@ -38,10 +42,9 @@ def parse(argv):
 
 
 def extract(workspace, out, *extra):
-    return extract_cli.run(parse(["--model", str(workspace / "fine.safetensors"), "--data", str(workspace / "data"),
-                                  "--split", "val", "--out", str(out), "--min-size", "96", "--max-size", "96",
-                                  "--top-k", "3", "--score-threshold", "0", "--batch-size", "2", "--no-progress",
-                                  *extra]))
+    return extract_cli.run(parse(["--model", str(workspace / "fine_run"), "--data", str(workspace / "data"),
+                                  "--split", "val", "--out", str(out), "--top-k", "3", "--score-threshold", "0",
+                                  "--batch-size", "2", "--no-progress", *extra]))
 
 
 def test_extract_writes_regions_that_the_store_reads_back(workspace, capsys):
@@ -59,9 +62,10 @@ def test_extract_writes_regions_that_the_store_reads_back(workspace, capsys):
         assert regions.boxes.min() >= 0 and regions.boxes.max() <= 64
         assert regions.scores.tolist() == sorted(regions.scores.tolist(), reverse=True)
         torch.testing.assert_close(regions.features[:, -6:], region_geometry(regions.boxes, (64, 64)))
-    assert f"3 images, {sum(counts)} regions" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"3 images, {sum(counts)} regions" in printed and "96/96 px" in printed
     # Reference: the tagger on the same images at the resized 96 px, with 96 px as the "original" size.
-    model = load_model(workspace / "fine.safetensors")
+    model = load_model(workspace / "fine_run")
     tokenizer = load_tokenizer(workspace / "data" / "tokenizer")
     dataset = GroundingDataset(workspace / "data" / "grounding_val.json", workspace / "data" / "images",
                                FineTransform([96], 96))
@@ -93,13 +97,13 @@ def test_bad_input_exits_with_status_2(workspace, capsys):
     code = extract_cli.run(parse(["--model", str(workspace / "coarse.safetensors"), "--data",
                                   str(workspace / "data"), "--out", str(workspace / "never")]))
     assert code == 2 and "detection head" in capsys.readouterr().err
-    code = extract_cli.run(parse(["--model", str(workspace / "fine.safetensors"), "--data",
+    code = extract_cli.run(parse(["--model", str(workspace / "fine_run"), "--data",
                                   str(workspace / "missing"), "--out", str(workspace / "never")]))
     assert code == 2 and "does not exist" in capsys.readouterr().err
     # Weights that do not fit their stored config (a parameter renamed, as an older checkpoint's would be).
-    with safe_open(workspace / "fine.safetensors", "pt") as handle:
+    with safe_open(workspace / "fine_run" / "model.safetensors", "pt") as handle:
         metadata = handle.metadata()
-    tensors = load_file(workspace / "fine.safetensors")
+    tensors = load_file(workspace / "fine_run" / "model.safetensors")
     tensors["renamed.weight"] = tensors.pop("grounding_head.alignment.log_scale")
     save_file(tensors, workspace / "renamed.safetensors", metadata=metadata)
     code = extract_cli.run(parse(["--model", str(workspace / "renamed.safetensors"), "--data",
