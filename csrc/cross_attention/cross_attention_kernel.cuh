@@ -13,7 +13,7 @@
 // G * Nq shared rows in a fixed order (deterministic, no atomics).
 #pragma once
 
-#include "cross_attention/warp_gemm.cuh"
+#include "fiber_kernels/warp_gemm.cuh"
 
 namespace fiber_kernels {
 namespace cross_attention {
@@ -105,18 +105,7 @@ struct AttentionParams {
   float scale;
 };
 
-__host__ __device__ inline long long ceil_div(long long a, long long b) { return (a + b - 1) / b; }
-
 #if FK_DEVICE_CODE
-
-__device__ __forceinline__ float infinity() { return __int_as_float(0x7f800000); }
-
-// The dynamic shared buffer is only declared 16-byte aligned; wmma needs 32: skip to the next 32 bytes
-// (the layouts' `bytes` include that slack).
-__device__ __forceinline__ fk::Ptr<unsigned char> align_base(fk::Ptr<unsigned char> smem) {
-  const unsigned long long address = reinterpret_cast<unsigned long long>(fk::raw(smem));
-  return smem + ((32 - (address & 31)) & 31);
-}
 
 template <class T>
 __device__ __forceinline__ fk::Ptr<T> carve(fk::Ptr<unsigned char> smem, long long offset) {
@@ -170,7 +159,7 @@ __global__ void cross_attention_fwd_kernel(const AttentionParams<T> p) {
   using L = FwdLayout<T, D>;
   constexpr int kRows = L::kRows, kKeys = L::kKeys;
   FK_DYNAMIC_SHARED(unsigned char, smem_raw);
-  const fk::Ptr<unsigned char> smem = align_base(smem_raw);
+  const fk::Ptr<unsigned char> smem = align_shared<32>(smem_raw);
   fk::Ptr<T> q_s = carve<T>(smem, L::q), k_s = carve<T>(smem, L::k), v_s = carve<T>(smem, L::v);
   fk::Ptr<T> p_s = carve<T>(smem, L::p);
   fk::Ptr<float> s_s = carve<float>(smem, L::s), o_s = carve<float>(smem, L::o), bias_s = carve<float>(smem, L::bias);
@@ -268,7 +257,7 @@ __global__ void cross_attention_bwd_dq_kernel(const AttentionParams<T> p) {
   using L = DqLayout<T, D>;
   constexpr int kRows = L::kRows, kKeys = L::kKeys;
   FK_DYNAMIC_SHARED(unsigned char, smem_raw);
-  const fk::Ptr<unsigned char> smem = align_base(smem_raw);
+  const fk::Ptr<unsigned char> smem = align_shared<32>(smem_raw);
   fk::Ptr<T> q_s = carve<T>(smem, L::q), do_s = carve<T>(smem, L::dout), k_s = carve<T>(smem, L::k);
   fk::Ptr<T> v_s = carve<T>(smem, L::v), ds_s = carve<T>(smem, L::ds);
   fk::Ptr<float> s_s = carve<float>(smem, L::s), dp_s = carve<float>(smem, L::dp), dq_s = carve<float>(smem, L::dq);
@@ -331,7 +320,7 @@ __global__ void cross_attention_bwd_dkdv_kernel(const AttentionParams<T> p) {
   using L = DkdvLayout<T, D>;
   constexpr int kRows = L::kRows, kKeys = L::kKeys;
   FK_DYNAMIC_SHARED(unsigned char, smem_raw);
-  const fk::Ptr<unsigned char> smem = align_base(smem_raw);
+  const fk::Ptr<unsigned char> smem = align_shared<32>(smem_raw);
   fk::Ptr<T> k_s = carve<T>(smem, L::k), v_s = carve<T>(smem, L::v), q_s = carve<T>(smem, L::q);
   fk::Ptr<T> do_s = carve<T>(smem, L::dout), p_s = carve<T>(smem, L::p), ds_s = carve<T>(smem, L::ds);
   fk::Ptr<float> s_s = carve<float>(smem, L::s), dp_s = carve<float>(smem, L::dp), dk_s = carve<float>(smem, L::dk);

@@ -4,7 +4,7 @@
 // launchers do. fp16 multiplies through wmma (warp_gemm), fp32 and bf16 through fp32 FMA.
 #pragma once
 
-#include "cross_attention/warp_gemm.cuh"
+#include "fiber_kernels/warp_gemm.cuh"
 
 namespace fiber_kernels {
 namespace cross_attention {

@@ -71,8 +71,8 @@ std::tuple<int64_t, int64_t, int64_t, int64_t> window_attention_launch_config(in
                                           static_cast<int>(window_w), 0, 0, false, 1.f, 0.f);
   const long long total = 1LL * s.B * s.n_win;
   return {wa::wa_smem_layout(s, static_cast<int>(elem_bytes)).total, 32 * wa::wa_warps(s.n_pad),
-          wa::wa_blocks(total, wa::wa_windows_per_split(total, s.heads)),
-          wa::wa_blocks(total, wa::wa_windows_per_chunk(total, s.heads))};
+          fiber_kernels::ceil_div(total, wa::wa_windows_per_split(total, s.heads)),
+          fiber_kernels::ceil_div(total, wa::wa_windows_per_chunk(total, s.heads))};
 }
 
 }  // namespace

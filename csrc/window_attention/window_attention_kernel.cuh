@@ -31,7 +31,7 @@
 // gradients are bitwise equal across runs and schedules; (windows, heads, N, N) is never stored.
 #pragma once
 
-#include "fiber_kernels/portable.cuh"
+#include "fiber_kernels/warp_gemm.cuh"
 
 namespace fiber_kernels {
 namespace window_attention {
@@ -188,26 +188,7 @@ __host__ __device__ inline int wa_windows_per_chunk(long long total_windows, int
   return per;
 }
 
-__host__ __device__ inline long long wa_blocks(long long items, int per) { return (items + per - 1) / per; }
-
 #if FK_DEVICE_CODE
-
-// ---- element conversions ----------------------------------------------------------------------
-
-__device__ __forceinline__ float wa_to_float(float x) { return x; }
-__device__ __forceinline__ float wa_to_float(__half x) { return __half2float(x); }
-__device__ __forceinline__ float wa_to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
-
-template <class T>
-__device__ __forceinline__ T wa_from_float(float x);
-template <>
-__device__ __forceinline__ float wa_from_float<float>(float x) { return x; }
-template <>
-__device__ __forceinline__ __half wa_from_float<__half>(float x) { return __float2half(x); }
-template <>
-__device__ __forceinline__ __nv_bfloat16 wa_from_float<__nv_bfloat16>(float x) { return __float2bfloat16(x); }
-
-__device__ __forceinline__ float wa_inf() { return __int_as_float(0x7f800000); }
 
 // Shared-memory storage of a global dtype: __half runs on tensor cores, the rest on FMA in fp32.
 template <class T>
@@ -220,55 +201,6 @@ struct WaStorage<__half> {
   using type = __half;
   static constexpr bool kWmma = true;
 };
-
-// The dynamic shared buffer is only 16-byte aligned; wmma needs 32: start the regions at 128.
-__device__ __forceinline__ fk::Ptr<unsigned char> wa_shared_base(fk::Ptr<unsigned char> p) {
-  const unsigned long long address = reinterpret_cast<unsigned long long>(fk::raw(p));
-  return p + static_cast<int>((128 - address % 128) % 128);
-}
-
-// ---- warp-level strip products ------------------------------------------------------------------
-
-// c[16][ncols] (fp32, ldc) = a[16][depth] (row-major, lda) x op(b), op(b) = bᵀ with b [ncols][depth]
-// (kTransB) or b [depth][ncols]. ncols and depth are multiples of 16; every lane of the warp calls it.
-template <bool kTransB>
-__device__ __forceinline__ void wa_warp_gemm(fk::Ptr<float> a, int lda, fk::Ptr<float> b, int ldb, fk::Ptr<float> c,
-                                             int ldc, int ncols, int depth, int lane) {
-  for (int e = lane; e < kStrip * ncols; e += 32) {
-    const int r = e / ncols, n = e % ncols;
-    float acc = 0.f;
-    for (int k = 0; k < depth; ++k) acc += a[r * lda + k] * (kTransB ? b[n * ldb + k] : b[k * ldb + n]);
-    c[r * ldc + n] = acc;
-  }
-}
-
-template <bool kTransB>
-struct WaBLayout {
-  using type = nvcuda::wmma::row_major;
-};
-template <>
-struct WaBLayout<true> {
-  using type = nvcuda::wmma::col_major;
-};
-
-template <bool kTransB>
-__device__ __forceinline__ void wa_warp_gemm(fk::Ptr<__half> a, int lda, fk::Ptr<__half> b, int ldb, fk::Ptr<float> c,
-                                             int ldc, int ncols, int depth, int /*lane*/) {
-  using namespace nvcuda;
-  using BLayout = typename WaBLayout<kTransB>::type;
-  wmma::fragment<wmma::matrix_a, 16, 16, 16, __half, wmma::row_major> fa;
-  wmma::fragment<wmma::matrix_b, 16, 16, 16, __half, BLayout> fb;
-  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-  for (int n0 = 0; n0 < ncols; n0 += 16) {
-    wmma::fill_fragment(acc, 0.f);
-    for (int k0 = 0; k0 < depth; k0 += 16) {
-      wmma::load_matrix_sync(fa, a + k0, lda);
-      wmma::load_matrix_sync(fb, kTransB ? b + n0 * ldb + k0 : b + k0 * ldb + n0, ldb);
-      wmma::mma_sync(acc, fa, fb, acc);
-    }
-    wmma::store_matrix_sync(c + n0, acc, ldc, wmma::mem_row_major);
-  }
-}
 
 // ---- block-level loads -----------------------------------------------------------------------------
 
@@ -303,11 +235,11 @@ __device__ __forceinline__ void wa_load_rows(const WaShape& s, const WaWindow& w
     if (t < s.N) {
       const WaToken tok = wa_token(s, w.w_in, t);
       if (tok.real)
-        v = wa_to_float(src[wa_row(s, w.image, tok.py, tok.px, channels) + chan + d]);
+        v = to_float(src[wa_row(s, w.image, tok.py, tok.px, channels) + chan + d]);
       else if (fill)
-        v = wa_to_float(fill[chan + d]);
+        v = to_float(fill[chan + d]);
     }
-    dst[r * ld + d] = wa_from_float<E>(v);
+    dst[r * ld + d] = from_float<E>(v);
   }
 }
 
@@ -315,7 +247,7 @@ __device__ __forceinline__ void wa_load_rows(const WaShape& s, const WaWindow& w
 template <class T>
 __device__ __forceinline__ float wa_score(const WaShape& s, float dot, fk::Ptr<const T> table, int head, int i, int j,
                                           int region_i, int region_j) {
-  float x = dot * s.scale + wa_to_float(table[wa_relative_index(s.wh, s.ww, i, j) * s.heads + head]);
+  float x = dot * s.scale + to_float(table[wa_relative_index(s.wh, s.ww, i, j) * s.heads + head]);
   if (region_i != region_j) x += s.mask_value;
   return x;
 }
@@ -336,7 +268,7 @@ __global__ void wa_fwd_kernel(WaFwdArgs<T> args) {
   const WaShape& s = args.shape;
   const WaSmem m = wa_smem_layout(s, sizeof(E));
   FK_DYNAMIC_SHARED(unsigned char, dynamic_smem);
-  const fk::Ptr<unsigned char> smem = wa_shared_base(dynamic_smem);
+  const fk::Ptr<unsigned char> smem = align_shared<128>(dynamic_smem);
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, warps = blockDim.x / 32;
   const long long wid = blockIdx.x;
   const int head = blockIdx.y, D = s.head_dim, C = s.C;
@@ -353,11 +285,11 @@ __global__ void wa_fwd_kernel(WaFwdArgs<T> args) {
   for (int m0 = warp * kStrip; m0 < s.n_pad; m0 += warps * kStrip) {
     wa_load_rows(s, w, args.qkv, 3 * C, head * D, args.qkv_bias, q_s, m.ld_x, m0, kStrip, lane, 32);
     __syncwarp();
-    wa_warp_gemm<true>(q_s, m.ld_x, k_s, m.ld_x, s_s, m.ld_s, s.n_pad, D, lane);
+    warp_strip_gemm<E, true, false, false>(q_s, m.ld_x, k_s, m.ld_x, s_s, m.ld_s, s.n_pad, D, lane);
     __syncwarp();
     const int i = m0 + r;
     const int region_i = i < s.N ? wa_token(s, w.w_in, i).region : 0;
-    float row_max = -wa_inf();
+    float row_max = -infinity();
     for (int j = col0; j < s.N; j += 2) {
       const float x = wa_score(s, s_s[r * m.ld_s + j], args.table, head, i < s.N ? i : 0, j, region_i,
                                wa_token(s, w.w_in, j).region);
@@ -369,7 +301,7 @@ __global__ void wa_fwd_kernel(WaFwdArgs<T> args) {
     for (int j = col0; j < s.n_pad; j += 2) {
       const float p = j < s.N ? __expf(s_s[r * m.ld_s + j] - row_max) : 0.f;
       sum += p;
-      p_s[r * m.ld_p + j] = wa_from_float<E>(p);
+      p_s[r * m.ld_p + j] = from_float<E>(p);
     }
     sum += __shfl_xor_sync(0xffffffffu, sum, 1);
     if (col0 == 0) {
@@ -377,7 +309,7 @@ __global__ void wa_fwd_kernel(WaFwdArgs<T> args) {
       if (i < s.N) args.lse[(wid * s.heads + head) * s.N + i] = row_max + __logf(sum);
     }
     __syncwarp();
-    wa_warp_gemm<false>(p_s, m.ld_p, v_s, m.ld_x, o_s, m.ld_o, D, s.n_pad, lane);
+    warp_strip_gemm<E, false, false, false>(p_s, m.ld_p, v_s, m.ld_x, o_s, m.ld_o, D, s.n_pad, lane);
     __syncwarp();
     for (int e = lane; e < kStrip * D; e += 32) {
       const int rr = e / D, d = e % D, t = m0 + rr;
@@ -385,7 +317,7 @@ __global__ void wa_fwd_kernel(WaFwdArgs<T> args) {
       const WaToken tok = wa_token(s, w.w_in, t);
       if (tok.real)
         args.out[wa_row(s, w.image, tok.py, tok.px, C) + head * D + d] =
-            wa_from_float<T>(o_s[rr * m.ld_o + d] / row_sum[rr]);
+            from_float<T>(o_s[rr * m.ld_o + d] / row_sum[rr]);
     }
     __syncwarp();
   }
@@ -410,7 +342,7 @@ __device__ __forceinline__ float wa_delta(const WaBwdArgs<T>& a, const WaWindow&
   if (!tok.real) return 0.f;
   const long long row = wa_row(s, w.image, tok.py, tok.px, s.C) + head * s.head_dim;
   float acc = 0.f;
-  for (int d = 0; d < s.head_dim; ++d) acc += wa_to_float(a.grad_out[row + d]) * wa_to_float(a.out[row + d]);
+  for (int d = 0; d < s.head_dim; ++d) acc += to_float(a.grad_out[row + d]) * to_float(a.out[row + d]);
   return acc;
 }
 
@@ -420,7 +352,7 @@ __global__ void wa_bwd_dq_kernel(WaBwdArgs<T> args) {
   const WaShape& s = args.shape;
   const WaSmem m = wa_smem_layout(s, sizeof(E));
   FK_DYNAMIC_SHARED(unsigned char, dynamic_smem);
-  const fk::Ptr<unsigned char> smem = wa_shared_base(dynamic_smem);
+  const fk::Ptr<unsigned char> smem = align_shared<128>(dynamic_smem);
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, warps = blockDim.x / 32;
   const int head = blockIdx.y, D = s.head_dim, C = s.C;
   const long long total = 1LL * s.B * s.n_win;
@@ -445,7 +377,7 @@ __global__ void wa_bwd_dq_kernel(WaBwdArgs<T> args) {
       wa_load_rows(s, w, args.grad_out, C, head * D, fk::Ptr<const T>(), do_s, m.ld_x, m0, kStrip, lane, 32);
       if (lane < kStrip) delta[lane] = wa_delta(args, w, head, m0 + lane);
       __syncwarp();
-      wa_warp_gemm<true>(q_s, m.ld_x, k_s, m.ld_x, s_s, m.ld_s, s.n_pad, D, lane);
+      warp_strip_gemm<E, true, false, false>(q_s, m.ld_x, k_s, m.ld_x, s_s, m.ld_s, s.n_pad, D, lane);
       __syncwarp();
       const int i = m0 + r;
       const WaToken tok_i = wa_token(s, w.w_in, i < s.N ? i : 0);
@@ -460,17 +392,17 @@ __global__ void wa_bwd_dq_kernel(WaBwdArgs<T> args) {
       }
       __syncwarp();
       for (int n0 = 0; n0 < s.n_pad; n0 += kStrip) {  // dP tile = dO V[n0:n0+16]ᵀ, then dS = P (dP - delta)
-        wa_warp_gemm<true>(do_s, m.ld_x, v_s + n0 * m.ld_x, m.ld_x, tile, kStrip, kStrip, D, lane);
+        warp_strip_gemm<E, true, false, false>(do_s, m.ld_x, v_s + n0 * m.ld_x, m.ld_x, tile, kStrip, kStrip, D, lane);
         __syncwarp();
         for (int e = lane; e < kStrip * kStrip; e += 32) {
           const int rr = e / kStrip, j = n0 + e % kStrip;
           const float ds = s_s[rr * m.ld_s + j] * (tile[e] - delta[rr]);
           s_s[rr * m.ld_s + j] = ds;
-          p_s[rr * m.ld_p + j] = wa_from_float<E>(ds);
+          p_s[rr * m.ld_p + j] = from_float<E>(ds);
         }
         __syncwarp();
       }
-      wa_warp_gemm<false>(p_s, m.ld_p, k_s, m.ld_x, o_s, m.ld_o, D, s.n_pad, lane);
+      warp_strip_gemm<E, false, false, false>(p_s, m.ld_p, k_s, m.ld_x, o_s, m.ld_o, D, s.n_pad, lane);
       // Table gradient of this strip: lane-owned offsets, rows in order.
       for (int rel = lane; rel < s.R; rel += 32) {
         const int dy = rel / (2 * s.ww - 1) - (s.wh - 1), dx = rel % (2 * s.ww - 1) - (s.ww - 1);
@@ -488,7 +420,7 @@ __global__ void wa_bwd_dq_kernel(WaBwdArgs<T> args) {
         const WaToken tok = wa_token(s, w.w_in, t);
         if (tok.real)
           args.dqkv[wa_row(s, w.image, tok.py, tok.px, 3 * C) + head * D + d] =
-              wa_from_float<T>(o_s[rr * m.ld_o + d] * s.scale);
+              from_float<T>(o_s[rr * m.ld_o + d] * s.scale);
       }
       __syncwarp();
     }
@@ -508,7 +440,7 @@ __global__ void wa_bwd_dkv_kernel(WaBwdArgs<T> args) {
   const WaShape& s = args.shape;
   const WaSmem m = wa_smem_layout(s, sizeof(E));
   FK_DYNAMIC_SHARED(unsigned char, dynamic_smem);
-  const fk::Ptr<unsigned char> smem = wa_shared_base(dynamic_smem);
+  const fk::Ptr<unsigned char> smem = align_shared<128>(dynamic_smem);
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32, warps = blockDim.x / 32;
   const int head = blockIdx.y, D = s.head_dim, C = s.C;
   const long long total = 1LL * s.B * s.n_win;
@@ -529,7 +461,7 @@ __global__ void wa_bwd_dkv_kernel(WaBwdArgs<T> args) {
     wa_load_rows(s, w, args.grad_out, C, head * D, fk::Ptr<const T>(), do_s, m.ld_x, 0, s.n_pad, tid, blockDim.x);
     for (int i = tid; i < s.n_pad; i += blockDim.x) {
       const bool live = i < s.N && wa_token(s, w.w_in, i).real;
-      lse_s[i] = live ? args.lse[(wid * s.heads + head) * s.N + i] : wa_inf();  // exp(x - inf) = 0
+      lse_s[i] = live ? args.lse[(wid * s.heads + head) * s.N + i] : infinity();  // exp(x - inf) = 0
       delta_s[i] = wa_delta(args, w, head, i);
     }
     __syncthreads();
@@ -537,7 +469,8 @@ __global__ void wa_bwd_dkv_kernel(WaBwdArgs<T> args) {
       wa_load_rows(s, w, args.qkv, 3 * C, C + head * D, args.qkv_bias, k_s, m.ld_x, j0, kStrip, lane, 32);
       wa_load_rows(s, w, args.qkv, 3 * C, 2 * C + head * D, args.qkv_bias, v_s, m.ld_x, j0, kStrip, lane, 32);
       __syncwarp();
-      wa_warp_gemm<true>(k_s, m.ld_x, q_s, m.ld_x, s_s, m.ld_s, s.n_pad, D, lane);  // Sᵀ strip [key][query]
+      // Sᵀ strip [key][query]
+      warp_strip_gemm<E, true, false, false>(k_s, m.ld_x, q_s, m.ld_x, s_s, m.ld_s, s.n_pad, D, lane);
       __syncwarp();
       const int j = j0 + r;
       const int region_j = wa_token(s, w.w_in, j < s.N ? j : 0).region;
@@ -547,10 +480,10 @@ __global__ void wa_bwd_dkv_kernel(WaBwdArgs<T> args) {
           p = __expf(wa_score(s, s_s[r * m.ld_s + i], args.table, head, i, j, wa_token(s, w.w_in, i).region,
                               region_j) - lse_s[i]);
         s_s[r * m.ld_s + i] = p;
-        p_s[r * m.ld_p + i] = wa_from_float<E>(p);
+        p_s[r * m.ld_p + i] = from_float<E>(p);
       }
       __syncwarp();
-      wa_warp_gemm<false>(p_s, m.ld_p, do_s, m.ld_x, o_s, m.ld_o, D, s.n_pad, lane);  // dV = Pᵀ dO
+      warp_strip_gemm<E, false, false, false>(p_s, m.ld_p, do_s, m.ld_x, o_s, m.ld_o, D, s.n_pad, lane);  // dV = Pᵀ dO
       __syncwarp();
       for (int e = lane; e < kStrip * D; e += 32) {  // write dV (real keys), sum padded keys' dV
         const int rr = e / D, d = e % D, t = j0 + rr;
@@ -558,24 +491,25 @@ __global__ void wa_bwd_dkv_kernel(WaBwdArgs<T> args) {
         const WaToken tok = wa_token(s, w.w_in, t);
         if (tok.real)
           args.dqkv[wa_row(s, w.image, tok.py, tok.px, 3 * C) + 2 * C + head * D + d] =
-              wa_from_float<T>(o_s[rr * m.ld_o + d]);
+              from_float<T>(o_s[rr * m.ld_o + d]);
       }
       for (int d = lane; d < D; d += 32)  // a lane per channel, rows in order
         for (int rr = 0; rr < kStrip && j0 + rr < s.N; ++rr)
           if (!wa_token(s, w.w_in, j0 + rr).real) dbias[D + d] += o_s[rr * m.ld_o + d];
       __syncwarp();
       for (int i0 = 0; i0 < s.n_pad; i0 += kStrip) {  // dPᵀ tile = V dO[i0:i0+16]ᵀ, dSᵀ = Pᵀ (dPᵀ - delta)
-        wa_warp_gemm<true>(v_s, m.ld_x, do_s + i0 * m.ld_x, m.ld_x, tile, kStrip, kStrip, D, lane);
+        warp_strip_gemm<E, true, false, false>(v_s, m.ld_x, do_s + i0 * m.ld_x, m.ld_x, tile, kStrip, kStrip, D, lane);
         __syncwarp();
         for (int e = lane; e < kStrip * kStrip; e += 32) {
           const int rr = e / kStrip, i = i0 + e % kStrip;
           const float ds = s_s[rr * m.ld_s + i] * (tile[e] - delta_s[i]);
           s_s[rr * m.ld_s + i] = ds;
-          p_s[rr * m.ld_p + i] = wa_from_float<E>(ds);
+          p_s[rr * m.ld_p + i] = from_float<E>(ds);
         }
         __syncwarp();
       }
-      wa_warp_gemm<false>(p_s, m.ld_p, q_s, m.ld_x, o_s, m.ld_o, D, s.n_pad, lane);  // dK = dSᵀ Q (·scale)
+      // dK = dSᵀ Q (·scale)
+      warp_strip_gemm<E, false, false, false>(p_s, m.ld_p, q_s, m.ld_x, o_s, m.ld_o, D, s.n_pad, lane);
       __syncwarp();
       for (int e = lane; e < kStrip * D; e += 32) {
         const int rr = e / D, d = e % D, t = j0 + rr;
@@ -583,7 +517,7 @@ __global__ void wa_bwd_dkv_kernel(WaBwdArgs<T> args) {
         const WaToken tok = wa_token(s, w.w_in, t);
         if (tok.real)
           args.dqkv[wa_row(s, w.image, tok.py, tok.px, 3 * C) + C + head * D + d] =
-              wa_from_float<T>(o_s[rr * m.ld_o + d] * s.scale);
+              from_float<T>(o_s[rr * m.ld_o + d] * s.scale);
       }
       for (int d = lane; d < D; d += 32)
         for (int rr = 0; rr < kStrip && j0 + rr < s.N; ++rr)

@@ -79,7 +79,7 @@ template <class Backend>
 void launch_fold(const Backend& be, const at::Tensor& part, const at::Tensor& out, int parts) {
   const long long n = out.numel();
   if (n == 0) return;
-  be.launch(wa_fold_kernel, dim3(static_cast<unsigned>(wa_blocks(n, kFoldThreads))), kFoldThreads, 0,
+  be.launch(wa_fold_kernel, dim3(static_cast<unsigned>(ceil_div(n, kFoldThreads))), kFoldThreads, 0,
             be.template ptr<const float>(part, "part"), be.template ptr<float>(out, "folded"), parts, n);
 }
 
@@ -139,7 +139,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> run_backward(
   at::Tensor dbias = at::zeros({3 * s.C}, f32);
   if (total > 0) {
     const int per_split = wa_windows_per_split(total, s.heads), per_chunk = wa_windows_per_chunk(total, s.heads);
-    const long long splits = wa_blocks(total, per_split), chunks = wa_blocks(total, per_chunk);
+    const long long splits = ceil_div(total, per_split), chunks = ceil_div(total, per_chunk);
     at::Tensor table_part = at::empty({splits, s.R, s.heads}, f32);
     at::Tensor bias_part = at::empty({chunks, 3 * s.C}, f32);
     const auto body = [&](auto dtype) {
