@@ -28,7 +28,8 @@ struct Strides4 {
 };
 
 // Tiles by element size and head dim: kWarps warps of 16 rows (or keys) per block, and kTile keys
-// (forward, dq) or query rows (dk/dv) per inner step. Chosen so every kernel fits V100's 96 KiB.
+// (forward, dq) or query rows (dk/dv) per inner step. Chosen so every kernel fits V100's shared memory
+// per block (tests/cross_attention/test_cuda_compile.py checks each against every card's limit).
 template <int ElemBytes, int D>
 struct Tiles;
 template <> struct Tiles<2, 32> { static constexpr int kWarps = 4, kTile = 64; };

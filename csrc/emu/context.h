@@ -1,9 +1,9 @@
 // Fiber context switching for the emulator.
 //
 // x86-64: a 20-instruction switch that saves the SysV callee-saved registers, MXCSR and the x87
-// control word on the fiber's stack and swaps stack pointers (~10 ns). ucontext's swapcontext does the
-// same plus a sigprocmask system call per switch (~1 us), which made a 512-block reduction take
-// seconds. Other platforms, or -DFK_EMU_UCONTEXT, use ucontext.
+// control word on the fiber's stack and swaps stack pointers. ucontext's swapcontext does the same plus
+// a sigprocmask system call per switch, several times slower (`pytest tests/emu/test_emu_selftest.py -s`
+// prints the cost of a barrier wait with each). Other platforms, or -DFK_EMU_UCONTEXT, use ucontext.
 #pragma once
 
 #include <cstddef>

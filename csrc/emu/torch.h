@@ -16,8 +16,8 @@
 //   }
 #pragma once
 
-// ATen plus torch's pybind casters, not <torch/extension.h>: the whole C++ frontend that header pulls
-// in doubles the build time of a binding (48 s against 105 s for one file on these machines).
+// ATen plus torch's pybind casters, not <torch/extension.h>: that header pulls the whole C++ frontend
+// into every binding's build, which then takes about twice as long.
 #include <ATen/ATen.h>
 #include <torch/csrc/utils/pybind.h>
 

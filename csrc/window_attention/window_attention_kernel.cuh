@@ -116,7 +116,8 @@ __host__ __device__ inline int wa_relative_index(int wh, int ww, int i, int j) {
 
 // ---- launch shapes (shared by the CUDA launcher and the emulation binding) ------------------------
 
-// Warps per block: 4 for windows up to 64 (padded) tokens, 2 above (keeps sm70's 96 KiB).
+// Warps per block: 4 for windows up to 64 (padded) tokens, 2 above (to fit sm70's shared memory per block:
+// tests/window_attention/test_cuda_compile.py::test_shared_memory_fits_each_card).
 __host__ __device__ inline int wa_warps(int n_pad) { return n_pad <= 64 ? 4 : 2; }
 
 // Byte offsets of the shared-memory regions; per-warp regions at warp_base + warp * warp_bytes.

@@ -1,7 +1,9 @@
 // Torch-free self-test of the emulator (tests/emu/test_emu_selftest.py compiles it with g++ in a
 // few seconds and runs it): fault reports of emu_fault_kernels.cuh, the 48 KiB static shared limit,
 // __half/__nv_bfloat16 operators (compiled here without torch's __CUDA_NO_HALF_* macros) and the
-// __fdividef trap. Prints one line per failed check and exits with the number of failures.
+// __fdividef trap. Prints one line per failed check and the cost of a barrier wait (the figure
+// docs/emulation.md points here for), and exits with the number of failures.
+#include <chrono>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -38,6 +40,11 @@ __global__ void too_much_static_shared_kernel(fk::Ptr<float> out) {
   FK_SHARED(float, big, 13000);  // 52 000 bytes > 48 KiB (nvcc refuses it at compile time)
   big[threadIdx.x] = 1.0f;
   out[threadIdx.x] = big[threadIdx.x];
+}
+
+// Every thread waits at `rounds` barriers: each wait parks the thread's fiber and resumes it later.
+__global__ void barrier_rounds_kernel(int rounds) {
+  for (int i = 0; i < rounds; ++i) __syncthreads();
 }
 
 }  // namespace
@@ -139,6 +146,12 @@ int main() {
   check(static_cast<float>(__half(65520.0f)) == INFINITY, "__half overflow rounds to inf");
   check(__fdividef(1.0f, 1e38f) == 0.0f && __fdividef(1.0f, 4.0f) == 0.25f, "__fdividef's trap for 2^126 < |y| < 2^128");
 
+  constexpr int kThreads = 128, kRounds = 400;
+  const auto start = std::chrono::steady_clock::now();
+  launch(barrier_rounds_kernel, 1u, static_cast<unsigned>(kThreads), 0, kRounds);
+  const std::chrono::duration<double, std::nano> elapsed = std::chrono::steady_clock::now() - start;
+  std::printf("%.0f ns per barrier wait of one thread (its fiber switched out and back, scheduling included)\n",
+              elapsed.count() / (kThreads * kRounds));
   std::printf("%d failures\n", failures);
   return failures;
 }

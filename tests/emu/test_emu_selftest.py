@@ -1,5 +1,6 @@
 """The emulator headers on their own (no torch): fault reports, limits, fp16 operators, and the two
 other builds of csrc/include/fiber_kernels/portable.cuh (a raw ``__shared__`` refused; plain host code without kernels).
+With ``-s`` it prints the cost of a barrier wait under each fiber switch (docs/emulation.md).
 
 Each g++ build here takes seconds: no torch headers are involved.
 """
@@ -34,6 +35,7 @@ def test_selftest_reports_every_fault(tmp_path, switch):
     assert built.returncode == 0, built.stderr
     run = subprocess.run([str(binary)], capture_output=True, text=True, timeout=120, check=False)
     assert run.returncode == 0 and run.stdout.strip().endswith("0 failures"), run.stdout + run.stderr
+    print(f"{switch} switch:", next(line for line in run.stdout.splitlines() if "per barrier wait" in line))  # -s
 
 
 def test_raw_shared_declaration_is_refused(tmp_path):
