@@ -178,3 +178,33 @@ def grounding_recall(hits: Sequence[torch.Tensor] | torch.Tensor, ks: Sequence[i
     out = {f"grounding_r{k}": float(table[:, j].float().mean()) for j, k in enumerate(ks)}
     out["num_phrases"] = int(table.shape[0])
     return out
+
+
+def words_blind_hits(gt_boxes: torch.Tensor, gt_phrases: torch.Tensor, num_phrases: int,
+                     ks: Sequence[int] = (1, 5), iou_threshold: float = 0.5) -> torch.Tensor:
+    """Expected hit table ``(P, len(ks))`` fp64 of one image for a model that finds every object perfectly
+    but ignores the words: each phrase's K best boxes are K of the image's distinct ground-truth boxes
+    drawn at random. A phrase with ``g`` of the image's ``n`` boxes within ``iou_threshold`` of its own
+    boxes is hit at K with probability ``1 - C(n - g, K) / C(n, K)``. A grounding model beats this
+    baseline only by telling phrases apart.
+
+    gt_boxes ``(G, 4)`` xyxy, gt_phrases ``(G,)`` int64 in ``[0, num_phrases)`` (a box listed for several
+    phrases counts once).
+    """
+    if gt_boxes.dim() != 2 or gt_boxes.shape[1] != 4 or gt_phrases.shape != gt_boxes.shape[:1]:
+        raise ValueError(f"gt_boxes must be (G, 4) and gt_phrases (G,), got {tuple(gt_boxes.shape)} and "
+                         f"{tuple(gt_phrases.shape)}")
+    distinct, owner = torch.unique(gt_boxes.double(), dim=0, return_inverse=True)
+    total = distinct.shape[0]
+    overlap = box_iou(distinct, distinct) >= iou_threshold  # (n, n): candidate box i hits a truth box j
+    expected = torch.zeros(num_phrases, len(ks), dtype=torch.float64)
+    for phrase in range(num_phrases):
+        truth = torch.zeros(total, dtype=torch.bool)
+        truth[owner[gt_phrases == phrase]] = True
+        good = int(overlap[:, truth].any(dim=1).sum())
+        for j, k in enumerate(ks):
+            miss = 1.0
+            for i in range(min(k, total)):
+                miss *= max(total - good - i, 0) / (total - i)
+            expected[phrase, j] = 1.0 - miss if good else 0.0
+    return expected

@@ -5,6 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from torchvision.ops import box_iou
 
 from fiber_fast.eval import grounding
 from fiber_fast.eval.grounding import Detections
@@ -131,3 +132,28 @@ def test_an_image_without_phrases_decodes_to_nothing():
     assert det.boxes.shape == (0, 4) and det.labels.numel() == 0
     hits = grounding.grounding_hits(det, torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), num_phrases=0)
     assert hits.shape == (0, 2)
+
+
+def test_words_blind_hits_by_hand() -> None:
+    # three distinct boxes: phrase 0 owns box a (listed twice), phrase 1 owns b, phrase 2 owns a and c;
+    # box d overlaps a with IoU 0.81 (>= 0.5), so a random pick of d also hits the phrases that own a.
+    a, b, c, d = [0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50], [0, 0, 9, 9]
+    boxes = torch.tensor([a, a, b, a, c, d], dtype=torch.float32)
+    phrases = torch.tensor([0, 0, 1, 2, 2, 1])
+    hits = grounding.words_blind_hits(boxes, phrases, num_phrases=3, ks=(1, 2, 5))
+    # n = 4 distinct boxes {a, b, c, d}; phrase 0: good = {a, d} -> 2/4 at K=1, 1 - C(2,2)/C(4,2) = 5/6 at K=2;
+    # phrase 1 owns b and d: good = {a, b, d} -> 3/4, 1 at K=2; phrase 2 owns a and c: good = {a, c, d} -> 3/4
+    expected = torch.tensor([[2 / 4, 5 / 6, 1.0], [3 / 4, 1.0, 1.0], [3 / 4, 1.0, 1.0]], dtype=torch.float64)
+    torch.testing.assert_close(hits, expected)
+
+
+def test_words_blind_hits_match_random_picks() -> None:
+    generator = torch.Generator().manual_seed(0)
+    corner = torch.randint(0, 200, (6, 2), generator=generator).float()
+    boxes = torch.cat([corner, corner + torch.randint(5, 60, (6, 2), generator=generator)], dim=1)
+    phrases = torch.tensor([0, 1, 1, 2, 3, 3])
+    expected = grounding.words_blind_hits(boxes, phrases, num_phrases=4, ks=(1, 3))
+    good = torch.stack([(box_iou(boxes, boxes[phrases == p]) >= 0.5).any(dim=1) for p in range(4)])  # (P, 6)
+    picks = torch.stack([torch.randperm(6, generator=generator) for _ in range(4000)])  # (trials, 6)
+    observed = torch.stack([good[:, picks[:, :k]].any(dim=2).double().mean(dim=1) for k in (1, 3)], dim=1)
+    torch.testing.assert_close(observed, expected, atol=0.03, rtol=0)
