@@ -15,8 +15,10 @@ namespace {
 
 std::tuple<at::Tensor, at::Tensor> atss_assign_fwd_cuda(const at::Tensor& anchors_in, const at::Tensor& level_starts_in,
                                                         const at::Tensor& gt_boxes_in, const at::Tensor& gt_mask_in,
-                                                        int64_t topk_total, bool glip) {
+                                                        int64_t topk_total, bool glip, bool fp32_statistics) {
   check_assign_inputs(anchors_in, level_starts_in, gt_boxes_in, gt_mask_in, topk_total);
+  TORCH_CHECK(!fp32_statistics, "atss_assign_fwd (CUDA): fp32_statistics (torch's CPU fp32 mean) is served by the "
+              "CPU kernel only; the CUDA kernel sums the statistics in float64");
   TORCH_CHECK(topk_total <= kMaxK, "atss_assign_fwd (CUDA): topk * anchors_per_location must be <= ", kMaxK,
               ", got ", topk_total);
   const c10::cuda::CUDAGuard guard(gt_boxes_in.device());

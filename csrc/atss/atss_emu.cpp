@@ -1,9 +1,11 @@
 // Host-emulation binding of the ATSS CUDA kernels (atss_kernel.cuh): atss_assign_fwd mirrors the CUDA
-// launcher of atss_cuda.cu on CPU tensors, launching with fk::emu::launch. Tests only, never in _C.
+// launcher of atss_cuda.cu on CPU tensors, launching with fk::emu::launch; torch_cpu_column_sum exposes the
+// CPU kernel's emulation of torch's fp32 sum order (torch_cpu_sum.h) to its test. Tests only, never in _C.
 #include "emu/torch.h"
 
 #include "atss/atss_kernel.cuh"
 #include "atss/atss_launch.h"
+#include "atss/torch_cpu_sum.h"
 
 namespace {
 
@@ -40,9 +42,19 @@ std::tuple<at::Tensor, at::Tensor> atss_assign_fwd(const at::Tensor& anchors_in,
   return {buffers.matched, buffers.matched_iou};
 }
 
+// Column `column` of a (n, columns) fp32 tensor summed in torch's CPU order; values (n,) float32.
+double torch_cpu_column_sum(const at::Tensor& values, int64_t columns, int64_t column) {
+  TORCH_CHECK(values.dim() == 1 && values.scalar_type() == at::kFloat && values.device().is_cpu(),
+              "torch_cpu_column_sum: values must be a 1-D float32 CPU tensor");
+  TORCH_CHECK(columns >= 1 && column >= 0 && column < columns, "torch_cpu_column_sum: need 0 <= column < columns");
+  const at::Tensor v = values.contiguous();
+  return fiber_kernels::atss::torch_cpu_column_sum(v.data_ptr<float>(), v.numel(), columns, column);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   fk::emu::bind_runtime(m);
   m.def("atss_assign_fwd", &atss_assign_fwd, "ATSS assignment by the CUDA kernels under the host emulation");
+  m.def("torch_cpu_column_sum", &torch_cpu_column_sum, "torch's CPU fp32 sum of one column, as the C++ kernel does it");
 }

@@ -91,6 +91,13 @@ FK_HOST_DEVICE FK_INLINE float iou_threshold(double mean, double centered_square
   return fk_add(static_cast<float>(mean), static_cast<float>(fk_sqrt(var)));
 }
 
+// The same threshold from an fp32 mean (torch's fp32 `mean(0)`, as GLIP and mmdetection compute it) and the
+// float64 std (torch's CPU std of fp32 values accumulates in float64 and rounds once): mean + fp32(std).
+FK_HOST_DEVICE FK_INLINE float iou_threshold_fp32(float mean, double centered_square_sum, int64_t n) {
+  const double var = centered_square_sum / static_cast<double>(n - 1);
+  return fk_add(mean, static_cast<float>(fk_sqrt(var)));
+}
+
 FK_HOST_DEVICE FK_INLINE int64_t claim_key(float iou, int64_t box) {
   return (static_cast<int64_t>(fk_float_bits(iou)) << 32) | (kClaimIndexBase - box);
 }

@@ -11,6 +11,7 @@ from fiber_kernels.atss.dense import atss_assign_dense
 from fiber_kernels.atss.reference import atss_assign_reference
 
 from ._cases import FIBER, SMALL, adversarial_cases, pyramid, random_boxes
+from .conftest import assert_same
 
 CASES = {case.name: case for case in adversarial_cases()}
 BACKENDS = [
@@ -18,18 +19,6 @@ BACKENDS = [
     pytest.param("cpp", marks=pytest.mark.skipif(not cpp_available(),
                                                  reason="fiber_kernels._C has no atss_assign CPU kernel")),
 ]
-
-
-def assert_same(got: tuple[torch.Tensor, torch.Tensor], want: tuple[torch.Tensor, torch.Tensor]) -> None:
-    matched, iou = got
-    assert matched.dtype == torch.int64 and iou.dtype == torch.float32
-    assert matched.shape == want[0].shape and iou.shape == want[1].shape
-    differ = (matched != want[0]).nonzero()
-    first = tuple(differ[:5].t())
-    assert differ.numel() == 0, (f"{differ.shape[0]} anchors matched differently, first at {differ[:5].tolist()}: "
-                                 f"got {matched[first].tolist()}, want {want[0][first].tolist()}")
-    # exact arithmetic: the same fp32 IoU bit patterns, not merely close
-    assert torch.equal(iou.view(torch.int32), want[1].view(torch.int32)), (iou - want[1]).abs().max()
 
 
 def run_case(case, convention: str, backend: str) -> None:

@@ -13,16 +13,10 @@ from fiber_kernels.atss.reference import atss_assign_reference
 from fiber_kernels.testing import emu, nvcc_report, nvcc_unavailable_reason
 
 from ._cases import FIBER, adversarial_cases, pyramid, random_boxes
-from .test_assign import assert_same
+from .conftest import assert_same
 from .test_validation import BAD_OP, op_arguments
 
 CASES = {case.name: case for case in adversarial_cases()}
-
-
-@pytest.fixture(scope="module")
-def atss_emu() -> emu.EmuModule:
-    """The emulation binding csrc/atss/atss_emu.cpp (about a minute to build the first time, then cached)."""
-    return emu.build("atss", ["csrc/atss/atss_emu.cpp"])
 
 
 def run_emulated(module, anchors, sizes, boxes, mask, topk_total, convention, seed):

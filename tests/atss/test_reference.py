@@ -32,5 +32,6 @@ def test_equal_distances_go_to_the_lower_anchor_index() -> None:
     distances = torch.tensor([[3.0, 1.0], [1.0, 1.0], [2.0, 1.0], [1.0, 0.5], [2.0, 1.0], [0.5, 2.0]])
     # level 1 = rows 0-3, level 2 = rows 4-5; k = 2 per level (level 2 has only 2 rows)
     picked = nearest_per_level(distances, [4, 2], 2)
-    # box 1: 0.5 at row 3, then the first of the three tied 1.0s (row 0); candidates come in index order
-    assert picked.tolist() == [[1, 3, 4, 5], [0, 3, 4, 5]]
+    # box 1: 0.5 at row 3, then the first of the three tied 1.0s (row 0); candidates come nearest first
+    # (topk's order, which the fp32 statistics sum in), equal distances by index
+    assert picked.tolist() == [[1, 3, 5, 4], [3, 0, 4, 5]]

@@ -23,7 +23,7 @@ from torch._subclasses.fake_tensor import is_fake
 
 from .. import _extension, dispatch
 from .._validate import check_choice, check_positive_int, check_same_device, check_tensor, reads_values
-from .function import assign_output_shapes, atss_assign_op
+from .function import assign_output_shapes, atss_assign_op, compiled_output_shapes
 from .reference import CONVENTIONS, atss_assign_reference
 from .targets import targets_for
 from .triton_atss import K_PADS, MAX_LEVELS
@@ -31,6 +31,7 @@ from .triton_atss import K_PADS, MAX_LEVELS
 OP = "atss_assign"
 MAX_ANCHORS = 2**31 - 1
 CUDA_MAX_K = 128  # kMaxK of csrc/atss/atss_kernel.cuh
+SERIAL_BOXES = 4096  # boxes per value-check op: 16384 elements, below torch's parallel grain (32768)
 
 
 def _level_sizes(num_anchors_per_level: object, num_anchors: int) -> list[int]:
@@ -57,10 +58,20 @@ def _level_sizes(num_anchors_per_level: object, num_anchors: int) -> list[int]:
 
 
 def _check_boxes(name: str, boxes: torch.Tensor, valid: torch.Tensor | None = None) -> None:
-    """Finite coordinates and x2 >= x1, y2 >= y1 for every box (of ``valid`` ones when given)."""
-    chosen = boxes if valid is None else boxes[valid]
-    if not bool(torch.isfinite(chosen).all()):
-        raise ValueError(f"{name} must hold finite coordinates, got NaN or inf")
+    """Finite coordinates and x2 >= x1, y2 >= y1 for every box (of ``valid`` ones when given).
+
+    Checked in parts of ``SERIAL_BOXES`` boxes: torch runs an op on fewer than 32768 elements on the calling
+    thread, so the check never wakes the intra-op pool (on a loaded 2-core machine one wake cost ~100 ms
+    against ~0.3 ms for the whole check; bench/bench_atss.py times 1 and 2 threads)."""
+    chosen = (boxes if valid is None else boxes[valid]).reshape(-1, 4)
+    for part in chosen.split(SERIAL_BOXES):
+        if not bool(torch.isfinite(part).all()):
+            raise ValueError(f"{name} must hold finite coordinates, got NaN or inf")
+        if not bool((part[:, 2:] >= part[:, :2]).all()):
+            _raise_inverted(name, part)
+
+
+def _raise_inverted(name: str, chosen: torch.Tensor) -> None:
     bad = (chosen[..., 2] < chosen[..., 0]) | (chosen[..., 3] < chosen[..., 1])
     if bool(bad.any()):
         first = chosen[bad][0].tolist()
@@ -79,7 +90,7 @@ def validate(anchors: object, num_anchors_per_level: object, gt_boxes: object, g
     check_same_device(anchors=anchors, gt_boxes=gt_boxes, gt_mask=gt_mask)
     check_positive_int("topk", topk)
     check_positive_int("anchors_per_location", anchors_per_location)
-    check_choice("convention", convention, CONVENTIONS)
+    check_choice("convention", convention, tuple(CONVENTIONS))
     if anchors.shape[-1] != 4:
         raise ValueError(f"anchors must be (A, 4) or (B, A, 4) xyxy, got shape {tuple(anchors.shape)}")
     if gt_boxes.shape[-1] != 4:
@@ -100,9 +111,16 @@ def _level_starts(sizes: list[int], device: torch.device) -> torch.Tensor:
     return torch.tensor([0] + sizes, dtype=torch.int64).cumsum(0).to(device)
 
 
+def _fp32_statistics_reasons(convention: str) -> list[str]:
+    if not CONVENTIONS[convention].fp32_statistics:
+        return []
+    return [f"convention {convention!r} computes the threshold's mean as torch's fp32 mean(0), which only the "
+            f"cpp and torch backends reproduce; {CONVENTIONS[convention].boxes!r} sums it in float64 on every backend"]
+
+
 def _triton_reasons(device: dispatch.DeviceInfo, anchors: torch.Tensor, sizes: list[int], topk_total: int,
-                    **_: object) -> list[str]:
-    reasons = []
+                    convention: str, **_: object) -> list[str]:
+    reasons = _fp32_statistics_reasons(convention)
     if topk_total > K_PADS[-1]:
         reasons.append(f"topk * anchors_per_location must be <= {K_PADS[-1]}, got {topk_total}")
     if len(sizes) > MAX_LEVELS:
@@ -116,8 +134,9 @@ def _cpp_reasons(device: dispatch.DeviceInfo, anchors: torch.Tensor, **_: object
     return [f"at most {MAX_ANCHORS} anchors, got {anchors.shape[-2]}"] if anchors.shape[-2] > MAX_ANCHORS else []
 
 
-def _cuda_reasons(device: dispatch.DeviceInfo, anchors: torch.Tensor, topk_total: int, **_: object) -> list[str]:
-    reasons = _cpp_reasons(device, anchors)
+def _cuda_reasons(device: dispatch.DeviceInfo, anchors: torch.Tensor, topk_total: int, convention: str,
+                  **_: object) -> list[str]:
+    reasons = _cpp_reasons(device, anchors) + _fp32_statistics_reasons(convention)
     if topk_total > CUDA_MAX_K:
         reasons.append(f"topk * anchors_per_location must be <= {CUDA_MAX_K}, got {topk_total}")
     return reasons
@@ -132,10 +151,11 @@ def _run_triton(anchors, sizes, gt_boxes, gt_mask, topk_total, glip, **_):
                           topk_total, glip)
 
 
-def _run_compiled(anchors, sizes, gt_boxes, gt_mask, topk_total, glip, **_):
+def _run_compiled(anchors, sizes, gt_boxes, gt_mask, topk_total, glip, convention, **_):
     starts = _level_starts(sizes, gt_boxes.device)
     return torch.ops.fiber_kernels_C.atss_assign_fwd(_batched_anchors(anchors), starts, gt_boxes.contiguous(),
-                                                     gt_mask.contiguous(), topk_total, glip)
+                                                     gt_mask.contiguous(), topk_total, glip,
+                                                     CONVENTIONS[convention].fp32_statistics)
 
 
 def _run_torch(anchors, sizes, gt_boxes, gt_mask, topk, anchors_per_location, convention, **_):
@@ -147,7 +167,7 @@ def _run_torch(anchors, sizes, gt_boxes, gt_mask, topk, anchors_per_location, co
 
 
 if _extension.is_built() and hasattr(torch.ops.fiber_kernels_C, "atss_assign_fwd"):
-    torch.library.register_fake("fiber_kernels_C::atss_assign_fwd", assign_output_shapes)
+    torch.library.register_fake("fiber_kernels_C::atss_assign_fwd", compiled_output_shapes)
 
 dispatch.register_backend(OP, "triton", _run_triton, _triton_reasons)
 dispatch.register_backend(OP, "cuda", _run_compiled, _cuda_reasons)
@@ -167,7 +187,9 @@ def atss_assign(anchors: torch.Tensor, num_anchors_per_level: Sequence[int] | to
         gt_mask: ``(B, G)`` bool, True for real boxes (None: all real).
         topk: anchors taken per level per box (ATSS ``TOPK``); per level ``k = min(topk *
             anchors_per_location, anchors in the level)``, as GLIP (mmdetection: anchors_per_location = 1).
-        convention: ``"glip"`` (+1 box widths) or ``"mmdet"`` (no +1, union >= 1e-6).
+        convention: ``"glip"`` (+1 box widths) or ``"mmdet"`` (no +1, union >= 1e-6), threshold statistics
+            summed in float64 (every backend); ``"glip_fp32"`` / ``"mmdet_fp32"``: the same boxes with the
+            threshold's mean as GLIP's / mmdetection's fp32 ``mean(0)`` (backends ``cpp`` and ``torch``).
         backend: ``"auto"``, ``"triton"``, ``"cuda"``, ``"cpp"`` or ``"torch"``.
 
     Returns:
@@ -181,7 +203,7 @@ def atss_assign(anchors: torch.Tensor, num_anchors_per_level: Sequence[int] | to
         gt_mask = torch.ones(gt_boxes.shape[:2], dtype=torch.bool, device=gt_boxes.device)
     inputs = dict(anchors=anchors, sizes=sizes, gt_boxes=gt_boxes, gt_mask=gt_mask, topk=topk,
                   anchors_per_location=anchors_per_location, convention=convention,
-                  topk_total=topk * anchors_per_location, glip=convention == "glip")
+                  topk_total=topk * anchors_per_location, glip=CONVENTIONS[convention].boxes == "glip")
     chosen = dispatch.select_backend(OP, dispatch.DeviceInfo.of(gt_boxes), backend, inputs)
     return chosen.impl(**inputs)
 
@@ -200,7 +222,7 @@ def atss_targets(anchors: torch.Tensor, matched_gt: torch.Tensor, gt_boxes: torc
     check_tensor("matched_gt", matched_gt, ndim=2, dtypes=(torch.int64,), shape_doc="(B, A)", allow_empty=True)
     check_tensor("gt_boxes", gt_boxes, ndim=3, dtypes=(torch.float32,), shape_doc="(B, G, 4)", allow_empty=True)
     check_same_device(anchors=anchors, matched_gt=matched_gt, gt_boxes=gt_boxes)
-    check_choice("convention", convention, CONVENTIONS)
+    check_choice("convention", convention, tuple(CONVENTIONS))
     batch, num_anchors = matched_gt.shape
     if anchors.shape[-2:] != (num_anchors, 4) or (anchors.dim() == 3 and anchors.shape[0] != batch):
         raise ValueError(f"anchors must be (A, 4) or (B, A, 4) with (B, A) = {(batch, num_anchors)} of matched_gt, "
@@ -209,7 +231,7 @@ def atss_targets(anchors: torch.Tensor, matched_gt: torch.Tensor, gt_boxes: torc
         raise ValueError(f"gt_boxes must be (B, G, 4) with B = {batch} of matched_gt, got {tuple(gt_boxes.shape)}")
     if reads_values(anchors, matched_gt, gt_boxes):
         _check_targets_values(anchors, matched_gt, gt_boxes)
-    return targets_for(anchors, matched_gt, gt_boxes, convention)
+    return targets_for(anchors, matched_gt, gt_boxes, CONVENTIONS[convention].boxes)
 
 
 def _check_targets_values(anchors: torch.Tensor, matched_gt: torch.Tensor, gt_boxes: torch.Tensor) -> None:

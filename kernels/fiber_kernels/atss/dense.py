@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import torch
 
-from .reference import INSIDE_MARGIN, center_distances, centers, pairwise_iou
+from .reference import CONVENTIONS, INSIDE_MARGIN, center_distances, centers, pairwise_iou
 
 
 def atss_assign_dense(anchors: torch.Tensor, num_anchors_per_level: Sequence[int], gt_boxes: torch.Tensor,
@@ -18,7 +18,10 @@ def atss_assign_dense(anchors: torch.Tensor, num_anchors_per_level: Sequence[int
     """anchors ``(A, 4)`` or ``(B, A, 4)``, gt_boxes ``(B, G, 4)`` fp32, gt_mask ``(B, G)`` bool.
 
     Returns ``(B, A)`` int64 box indices (-1 background) and ``(B, A)`` fp32 IoUs (0 background).
+    Float64 statistics only (conventions ``"glip"`` / ``"mmdet"``).
     """
+    if CONVENTIONS[convention].fp32_statistics:
+        raise ValueError(f"convention must be 'glip' or 'mmdet' (float64 statistics), got {convention!r}")
     batch, num_gt = gt_boxes.shape[:2]
     batched = (anchors[None] if anchors.dim() == 2 else anchors).expand(batch, -1, 4)
     num_anchors = batched.shape[1]
