@@ -22,6 +22,7 @@ require("mmcv", "mmcv-lite", MMDET_LINE)
 _mmcv_ops_standin.install()
 require("mmdet.models", "mmdet", MMDET_LINE)
 
+from fiber_kernels.atss.api import cpp_available  # noqa: E402
 from fiber_kernels.atss.reference import center_distances, nearest_per_level  # noqa: E402
 from fiber_kernels.patch.mmdet import FusedATSSAssigner  # noqa: E402
 from mmdet.registry import TASK_UTILS  # noqa: E402
@@ -31,10 +32,11 @@ STRIDES = (8, 16, 32, 64, 128)
 CALCULATORS = ["BboxOverlaps2D", "BboxOverlaps2D_GLIP"]
 
 
-def _pair(calculator: str = "BboxOverlaps2D", **kwargs: object) -> tuple[object, FusedATSSAssigner]:
+def _pair(calculator: str = "BboxOverlaps2D", backend: str = "torch",
+          **kwargs: object) -> tuple[object, FusedATSSAssigner]:
     """mmdet's ATSSAssigner and ours, both built from config dicts through mmdet's TASK_UTILS."""
     config = dict(topk=9, iou_calculator=dict(type=calculator), **kwargs)
-    ours = TASK_UTILS.build(dict(type="FusedATSSAssigner", backend="torch", **config))
+    ours = TASK_UTILS.build(dict(type="FusedATSSAssigner", backend=backend, **config))
     assert isinstance(ours, FusedATSSAssigner)
     return TASK_UTILS.build(dict(type="ATSSAssigner", **config)), ours
 
@@ -101,11 +103,13 @@ def test_mmdet_unit_test_cases(case: str, ignore_iof_thr: float) -> None:
         assert got.gt_inds.tolist() == expected
 
 
+@pytest.mark.parametrize("backend", ["torch", pytest.param("cpp", marks=pytest.mark.skipif(
+    not cpp_available(), reason="fiber_kernels._C has no atss_assign CPU kernel"))])
 @pytest.mark.parametrize("calculator", CALCULATORS)
-def test_random_pyramids_float_boxes_equal(calculator: str) -> None:
+def test_random_pyramids_float_boxes_equal(calculator: str, backend: str) -> None:
     # Real-valued boxes: no two anchor centres are equally far from a box centre, so the
-    # candidates are unique and every field must match.
-    reference, ours = _pair(calculator)
+    # candidates are unique and every field must match (cpp: the regular-pyramid path, fp32 statistics).
+    reference, ours = _pair(calculator, backend)
     priors, sizes = _pyramid(256, 320)
     generator = torch.Generator().manual_seed(0)
     for _ in range(6):
@@ -141,11 +145,13 @@ def test_integer_boxes_differ_only_through_distance_ties() -> None:
     same_images = 0
     for _ in range(20):
         boxes = _boxes(3, 256, 320, generator, integer=True)
-        distances = center_distances(priors, boxes)
+        # mmdet's distances (torch's fp32 sqrt) for its topk; ours are IEEE-rounded, as the kernels
+        distances = (((priors[:, None, :2] + priors[:, None, 2:]) / 2.0
+                      - (boxes[None, :, :2] + boxes[None, :, 2:]) / 2.0).pow(2).sum(-1).sqrt())
         theirs = torch.cat([distances[start:start + n].topk(min(9, n), dim=0, largest=False).indices + start
                             for start, n in zip([0, *torch.tensor(sizes).cumsum(0).tolist()[:-1]], sizes,
                                                 strict=True)]).t().sort(1).values
-        mine = nearest_per_level(distances, sizes, 9).sort(1).values
+        mine = nearest_per_level(center_distances(priors, boxes), sizes, 9).sort(1).values
         expected, got = _run(reference, priors, sizes, boxes), _run(ours, priors, sizes, boxes)
         if torch.equal(theirs, mine):
             same_images += 1
@@ -156,9 +162,12 @@ def test_integer_boxes_differ_only_through_distance_ties() -> None:
 def test_config_variants_honoured_or_refused() -> None:
     scaled = TASK_UTILS.build(dict(type="FusedATSSAssigner", topk=9,
                                    iou_calculator=dict(type="BboxOverlaps2D", scale=512.0)))
-    assert scaled.convention == "mmdet"  # scale without dtype has no effect in mmdet either
+    assert scaled.convention == "mmdet_fp32"  # scale without dtype has no effect in mmdet either
     glip = TASK_UTILS.build(dict(type="FusedATSSAssigner", topk=9, iou_calculator=dict(type="BboxOverlaps2D_GLIP")))
-    assert glip.convention == "glip"
+    assert glip.convention == "glip_fp32"
+    assert FusedATSSAssigner(topk=9, statistics="float64").convention == "mmdet"
+    with pytest.raises(ValueError, match="statistics must be one of"):
+        FusedATSSAssigner(topk=9, statistics="fp16")
     with pytest.raises(ValueError, match="dtype='fp16' computes IoU in half precision"):
         FusedATSSAssigner(topk=9, iou_calculator=dict(type="BboxOverlaps2D", dtype="fp16", scale=512.0))
     with pytest.raises(ValueError, match="iou_calculator type must be one of"):

@@ -94,13 +94,19 @@ class GLIPATSSTargets:
 
     ``topk`` is ``cfg.MODEL.ATSS.TOPK``; ``anchors_per_location`` is ``len(cfg.MODEL.RPN.ASPECT_RATIOS)
     * cfg.MODEL.RPN.SCALES_PER_OCTAVE``. Patch with ``loss_evaluator.prepare_targets =
-    GLIPATSSTargets(topk, anchors_per_location).prepare_targets``.
+    GLIPATSSTargets(topk, anchors_per_location).prepare_targets``. ``statistics``: ``"fp32"`` (GLIP's
+    ``mean(0) + std(0)`` of fp32 IoUs, convention ``glip_fp32``: backends ``cpp`` and ``torch``) or
+    ``"float64"`` (ours, convention ``glip``: every backend, the GPU kernels included).
     """
 
-    def __init__(self, topk: int = 9, anchors_per_location: int = 1, backend: str = "auto") -> None:
+    def __init__(self, topk: int = 9, anchors_per_location: int = 1, backend: str = "auto",
+                 statistics: str = "fp32") -> None:
+        if statistics not in ("fp32", "float64"):
+            raise ValueError(f"statistics must be 'fp32' or 'float64', got {statistics!r}")
         self.topk = topk
         self.anchors_per_location = anchors_per_location
         self.backend = backend
+        self.convention = "glip_fp32" if statistics == "fp32" else "glip"
 
     def prepare_targets(self, targets: Sequence[Any], anchors: Sequence[Sequence[Any]], tokenized: Any = None,
                         positive_map: torch.Tensor | None = None, proj_tokens: torch.Tensor | None = None) -> tuple:
@@ -127,7 +133,7 @@ class GLIPATSSTargets:
             gt_boxes[b, :counts[b]] = target.bbox
             gt_mask[b, :counts[b]] = True
         matched, _ = atss_assign(image_anchors.float(), level_sizes, gt_boxes.float(), gt_mask, topk=self.topk,
-                                 anchors_per_location=self.anchors_per_location, convention="glip",
+                                 anchors_per_location=self.anchors_per_location, convention=self.convention,
                                  backend=self.backend)
         cls_labels, reg_targets, token_labels = [], [], []
         offset = 0

@@ -11,7 +11,10 @@ and ``BboxOverlaps2D_GLIP`` (GLIP's +1 IoU, the ``"glip"`` convention of ``atss_
 GLIP calculator ignores ``dtype``/``scale``, and so does this). ``BboxOverlaps2D`` with
 ``dtype='fp16'`` (IoU in half precision, which moves thresholds) and any other calculator raise
 ``ValueError``. ``ignore_iof_thr > 0`` with ignore boxes is honoured: priors whose overlap with
-an ignore box exceeds it are left out of the candidate search and get ``gt_inds = -1``.
+an ignore box exceeds it are left out of the candidate search and get ``gt_inds = -1``. The threshold
+statistics are mmdet's fp32 arithmetic (``statistics="fp32"``, conventions ``mmdet_fp32`` / ``glip_fp32``:
+backends ``cpp`` and ``torch``) unless ``statistics="float64"`` asks for ours (every backend, the GPU
+kernels included).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from mmdet.registry import TASK_UTILS
 from ..atss import atss_assign
 from ..atss.adapters import MMDET_INF
 from ..atss.adapters import AssignResult as _PlainAssignResult
-from ..atss.reference import MMDET_EPS
+from ..atss.reference import CONVENTIONS, MMDET_EPS
 
 CONVENTION_OF = {"BboxOverlaps2D": "mmdet", "BboxOverlaps2D_GLIP": "glip"}
 
@@ -41,8 +44,14 @@ def _assign_result_type() -> type:
     return AssignResult
 
 
-def convention_of(iou_calculator: Mapping[str, Any] | None) -> str:
-    """The ``atss_assign`` convention that reproduces an mmdet ``iou_calculator`` config."""
+STATISTICS = ("fp32", "float64")
+
+
+def convention_of(iou_calculator: Mapping[str, Any] | None, statistics: str = "fp32") -> str:
+    """The ``atss_assign`` convention that reproduces an mmdet ``iou_calculator`` config, with mmdet's fp32
+    threshold statistics (``statistics="fp32"``) or ours (``"float64"``)."""
+    if statistics not in STATISTICS:
+        raise ValueError(f"statistics must be one of {STATISTICS}, got {statistics!r}")
     config = dict(iou_calculator or {"type": "BboxOverlaps2D"})
     kind = config.get("type")
     if kind not in CONVENTION_OF:
@@ -52,20 +61,21 @@ def convention_of(iou_calculator: Mapping[str, Any] | None) -> str:
         raise ValueError(f"iou_calculator BboxOverlaps2D with dtype={config['dtype']!r} computes IoU in half "
                          "precision, which moves the ATSS thresholds; the fused assigner computes fp32 IoU: "
                          "drop dtype (scale then has no effect, as in mmdet)")
-    return CONVENTION_OF[kind]
+    return CONVENTION_OF[kind] + ("_fp32" if statistics == "fp32" else "")
 
 
 def ignore_overlaps(priors: torch.Tensor, ignore_boxes: torch.Tensor, convention: str) -> torch.Tensor:
     """``(A, I)`` overlaps of priors with ignore boxes as mmdet's assigner gets them from its calculator:
     ``"mmdet"``: IoF (intersection / prior area, area >= 1e-6); ``"glip"``: mmdet's GLIP calculator
     ignores ``mode='iof'`` and returns its +1 IoU."""
-    one = 1.0 if convention == "glip" else 0.0
+    glip = CONVENTIONS[convention].boxes == "glip"
+    one = 1.0 if glip else 0.0
     lt = torch.max(priors[:, None, :2], ignore_boxes[None, :, :2])
     rb = torch.min(priors[:, None, 2:], ignore_boxes[None, :, 2:])
     wh = (rb - lt + one).clamp(min=0)
     inter = wh[..., 0] * wh[..., 1]
     area_p = (priors[:, 2] - priors[:, 0] + one) * (priors[:, 3] - priors[:, 1] + one)
-    if convention == "glip":
+    if glip:
         area_i = (ignore_boxes[:, 2] - ignore_boxes[:, 0] + one) * (ignore_boxes[:, 3] - ignore_boxes[:, 1] + one)
         return inter / (area_p[:, None] + area_i[None, :] - inter)
     return inter / area_p.clamp(min=MMDET_EPS)[:, None]
@@ -80,23 +90,25 @@ class FusedATSSAssigner:
         iou_calculator: ``dict(type='BboxOverlaps2D')`` (default) or ``dict(type='BboxOverlaps2D_GLIP')``.
         ignore_iof_thr: > 0 to ignore priors overlapping ``gt_instances_ignore`` boxes by more.
         backend: ``atss_assign``'s backend.
+        statistics: ``"fp32"`` (mmdet's ``mean(0) + std(0)`` of fp32 IoUs, as torch computes them on the
+            CPU; backends ``cpp`` and ``torch``) or ``"float64"`` (ours; every backend).
 
     Known differences from mmdet (tests/drop_in/test_mmdet.py measures them): among candidates tied
     on centre distance at a level's k-th place, ``torch.topk`` keeps an unspecified one, this keeps
-    the lower index; the threshold statistics are summed in float64 here (fp32 in mmdet), so an IoU
-    within an ulp of mean + std can fall on the other side; with ignore boxes, a level left with
+    the lower index; on a GPU, mmdet's fp32 mean is CUDA's order of additions, which only the
+    ``torch`` backend (mmdet's very calls) reproduces; with ignore boxes, a level left with
     fewer than ``min(topk, priors in level)`` priors makes mmdet take ignored priors (distance
     1e8) as candidates too, which this does not (a ``RuntimeWarning`` says so).
     """
 
     def __init__(self, topk: int, alpha: float | None = None, iou_calculator: Mapping[str, Any] | None = None,
-                 ignore_iof_thr: float = -1, backend: str = "auto") -> None:
+                 ignore_iof_thr: float = -1, backend: str = "auto", statistics: str = "fp32") -> None:
         if alpha is not None:
             raise ValueError(f"alpha must be None: DDOD's cost-based ATSS (alpha={alpha}) is not fused")
         if isinstance(topk, bool) or not isinstance(topk, int) or topk < 1:
             raise ValueError(f"topk must be an int >= 1, got {topk!r}")
         self.topk = topk
-        self.convention = convention_of(iou_calculator)
+        self.convention = convention_of(iou_calculator, statistics)
         self.ignore_iof_thr = float(ignore_iof_thr)
         self.backend = backend
 
