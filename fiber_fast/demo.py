@@ -1,4 +1,5 @@
-"""``fiber-fast demo``: synthetic data -> coarse -> fine training under DeepSpeed -> evaluation, table, pictures.
+"""``fiber-fast demo``: synthetic data -> coarse -> fine -> OSCAR training under DeepSpeed -> evaluation, table,
+pictures.
 
 The README's main job (``make demo``). Every step is a real entry point of the project:
 
@@ -9,8 +10,16 @@ The README's main job (``make demo``). Every step is a real entry point of the p
    the DeepSpeed JSON (gloo on CPUs); retrieval is evaluated. Grounding "after coarse" is the fine model
    initialised from the coarse weights (what ``--init`` starts the fine run from: the head is untrained).
 4. ``fiber-fast train --stage fine --init COARSE`` (FPN + ATSS head); retrieval and grounding are evaluated.
-5. ``OUT/summary.json`` = ``{"chance", "untrained", "coarse", "fine"}``, each with ``i2t_r1/5/10``,
-   ``t2i_r1/5/10``, ``grounding_r1/5`` in [0, 1]; the table is printed; ``OUT/loss_curves.png``,
+5. OSCAR (issue 17): ``fiber-fast oscar extract`` tags the first ``--oscar-train-images`` train and
+   ``--oscar-val-images`` val images with the fine model (regions, RoIAlign features, phrase tags) into
+   ``OUT/oscar_data`` (those images' captions, their region folders, the tokenizer); ``fiber-fast train --model
+   oscar`` pre-trains the tiny OSCAR from scratch on it (masked words and tags + Oscar+'s 3-way relation:
+   matched, polluted tags, polluted caption) on the same ranks under DeepSpeed; image-text retrieval on the
+   val images scores every (image, caption) pair with the relation head's matched probability
+   (``eval.oscar_retrieval``).
+6. ``OUT/summary.json`` = ``{"chance", "untrained", "coarse", "fine"}``, each with ``i2t_r1/5/10``,
+   ``t2i_r1/5/10``, ``grounding_r1/5`` in [0, 1], and ``"oscar"``: its ``i2t_r*``/``t2i_r*``, ``"chance"`` (of
+   its val images), ``num_images``, ``num_texts``; the table is printed; ``OUT/loss_curves.png`` (three stages),
    ``OUT/grounding_grid.png`` (fine model) and ``OUT/retrieval_example.png`` (coarse model: retrieval is the
    coarse stage's job; the fine stage moves the backbone for grounding with the ITC head frozen) are drawn.
 
@@ -33,8 +42,11 @@ from typing import Any
 import torch
 
 CHECKOUT = Path(__file__).resolve().parent.parent
+OSCAR_STAGE = "oscar"
+OSCAR_TRAIN_IMAGES, OSCAR_VAL_IMAGES = 400, 100
 METRIC_KEYS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "grounding_r1", "grounding_r5")
 ROWS = ("chance", "untrained", "coarse", "fine")
+OSCAR_ROWS = ("oscar chance", "oscar")  # printed when the summary has an "oscar" section
 EPILOG = """\
 real data and bigger models:
   The demo runs the project's trainer and evaluator on a synthetic set. The same commands train on real
@@ -50,6 +62,11 @@ real data and bigger models:
     deepspeed --hostfile hosts --module fiber_fast train --stage fine --config my_fine.yaml \\
         --data /data/vlp --out runs/fine --deepspeed configs/deepspeed/zero2.json --init runs/coarse
     fiber-fast eval --task grounding --checkpoint runs/fine --data /data/vlp
+  OSCAR on real data: region folders from Oscar/VinVL releases (or `fiber-fast oscar extract`) as
+  regions_{train,val}/ beside captions_{train,val}.json, and a run config with model: {preset: base}:
+    deepspeed --module fiber_fast train --model oscar --config my_oscar.yaml --data /data/oscar --out runs/oscar \\
+        --deepspeed configs/deepspeed/zero2.json
+    fiber-fast eval --model oscar --task retrieval --checkpoint runs/oscar --data /data/oscar --max-images 1000
 """
 
 
@@ -70,6 +87,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ranks", type=int, default=2, metavar="N", help="training processes (default 2)")
     parser.add_argument("--coarse-steps", type=int, metavar="N", help="override the coarse config's max_steps")
     parser.add_argument("--fine-steps", type=int, metavar="N", help="override the fine config's max_steps")
+    parser.add_argument("--oscar-config", default=str(CHECKOUT / "configs/demo/oscar.yaml"), metavar="FILE",
+                        help="run YAML of the OSCAR stage (default: configs/demo/oscar.yaml)")
+    parser.add_argument("--oscar-steps", type=int, metavar="N", help="override the OSCAR config's max_steps")
+    parser.add_argument("--oscar-train-images", type=int, default=OSCAR_TRAIN_IMAGES, metavar="N",
+                        help=f"train images the fine model tags for OSCAR (default {OSCAR_TRAIN_IMAGES}; 0 = all)")
+    parser.add_argument("--oscar-val-images", type=int, default=OSCAR_VAL_IMAGES, metavar="N",
+                        help=f"val images of the OSCAR retrieval, every image-caption pair scored (default "
+                        f"{OSCAR_VAL_IMAGES}; 0 = all)")
 
 
 _STARTED = time.perf_counter()
@@ -110,9 +135,10 @@ def _run(command: Sequence[str], log: Path) -> None:
 
 def train_command(stage: str, config: str, data: Path, run_dir: Path, deepspeed: str, ranks: int,
                   max_steps: int | None, init: Path | None = None) -> list[str]:
-    """``torchrun --nproc_per_node RANKS -m fiber_fast train ...`` for one stage."""
+    """``torchrun --nproc_per_node RANKS -m fiber_fast train ...`` for one stage (``"oscar"``: ``--model oscar``)."""
+    which = ["--model", "oscar"] if stage == OSCAR_STAGE else ["--stage", stage]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}",
-               "-m", "fiber_fast", "train", "--stage", stage, "--config", config, "--data", str(data),
+               "-m", "fiber_fast", "train", *which, "--config", config, "--data", str(data),
                "--out", str(run_dir), "--deepspeed", deepspeed]
     command += ["--max-steps", str(max_steps)] if max_steps else []
     return command + (["--init", str(init)] if init else [])
@@ -209,13 +235,59 @@ def grounding_chance(model: torch.nn.Module, loader: Any, ks: Sequence[int] = (1
     return {f"grounding_r{k}": float(totals[j] / max(phrases_seen, 1)) for j, k in enumerate(ks)}
 
 
-def format_table(summary: dict[str, dict[str, float]]) -> str:
-    """The demo's table: one row per model state, recall in percent."""
-    header = f"{'':<10}" + "".join(f"{key:>14}" for key in METRIC_KEYS)
+def first_images(source: Path, dest: Path, count: int) -> int:
+    """Write ``dest``: the COCO-captions or MDETR JSON ``source`` restricted to its first ``count`` images (by the
+    original image id, ``original_img_id`` else ``id``; 0 = all) and their annotations; returns the images kept."""
+    payload = json.loads(source.read_text(encoding="utf-8"))
+    original = {image["id"]: image.get("original_img_id", image["id"]) for image in payload["images"]}
+    chosen = set(sorted(set(original.values()))[:count or None])
+    images = [image for image in payload["images"] if original[image["id"]] in chosen]
+    annotations = [a for a in payload["annotations"] if original.get(a["image_id"]) in chosen]
+    dest.write_text(json.dumps({**payload, "images": images, "annotations": annotations}), encoding="utf-8")
+    return len(chosen)
+
+
+def oscar_stage(args: argparse.Namespace, data: Path, fine_run: Path, out: Path) -> tuple[Path, dict[str, Any]]:
+    """Tag the first train/val images with the fine model, pre-train OSCAR on them, evaluate its retrieval on the
+    val images. Returns the OSCAR run folder and the summary's ``"oscar"`` section."""
+    import shutil
+
+    from fiber_fast.eval.oscar_retrieval import evaluate_run
+
+    oscar_data = out / "oscar_data"
+    oscar_data.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(data / "tokenizer", oscar_data / "tokenizer", dirs_exist_ok=True)
+    for split, count in (("train", args.oscar_train_images), ("val", args.oscar_val_images)):
+        kept = first_images(data / f"captions_{split}.json", oscar_data / f"captions_{split}.json", count)
+        first_images(data / f"grounding_{split}.json", oscar_data / f"grounding_{split}.json", count)
+        _announce(f"OSCAR stage: the fine model tags {kept} {split} images (fiber-fast oscar extract)")
+        _run([sys.executable, "-m", "fiber_fast", "oscar", "extract", "--model", str(fine_run), "--data", str(data),
+              "--annotations", str(oscar_data / f"grounding_{split}.json"), "--split", split, "--out",
+              str(oscar_data / f"regions_{split}"), "--no-progress"], out / "logs" / f"extract_{split}.log")
+    _announce(f"OSCAR stage: masked words and tags + tag pollution, from scratch, on {args.ranks} ranks")
+    oscar_run = out / "oscar"
+    _run(train_command(OSCAR_STAGE, args.oscar_config, oscar_data, oscar_run, args.deepspeed, args.ranks,
+                       args.oscar_steps), out / "logs" / "oscar.log")
+    _announce("evaluating OSCAR retrieval: every val image-caption pair scored by the relation head")
+    found = evaluate_run(oscar_run, oscar_data / "captions_val.json", oscar_data / "regions_val",
+                         oscar_data / "tokenizer")
+    section: dict[str, Any] = {key: float(found[key]) for key in METRIC_KEYS if key in found}
+    section["chance"] = {key: float(found[f"chance_{key}"]) for key in METRIC_KEYS if f"chance_{key}" in found}
+    section.update(num_images=int(found["num_images"]), num_texts=int(found["num_texts"]))
+    return oscar_run, section
+
+
+def format_table(summary: dict[str, Any]) -> str:
+    """The demo's table: one row per model state, recall in percent ("-": not measured for that model); with an
+    ``"oscar"`` section also its chance level (its val images) and its retrieval."""
+    rows = [(row, summary[row]) for row in ROWS]
+    if "oscar" in summary:
+        rows += list(zip(OSCAR_ROWS, (summary["oscar"]["chance"], summary["oscar"]), strict=True))
+    header = f"{'':<13}" + "".join(f"{key:>14}" for key in METRIC_KEYS)
     lines = [header, "-" * len(header)]
-    for row in ROWS:
-        values = summary[row]
-        lines.append(f"{row:<10}" + "".join(f"{100 * values[key]:>13.1f}%" for key in METRIC_KEYS))
+    for name, values in rows:
+        lines.append(f"{name:<13}" + "".join(f"{100 * values[key]:>13.1f}%" if key in values else f"{'-':>14}"
+                                             for key in METRIC_KEYS))
     return "\n".join(lines)
 
 
@@ -253,19 +325,23 @@ def run(args: argparse.Namespace) -> int:
         _announce("evaluating after the fine stage")
         fine_model = evaluator.fine_model(read_init_state(fine_run))
         summary["fine"] = evaluator.metrics(fine_model)
+
+        oscar_run, summary["oscar"] = oscar_stage(args, data, fine_run, out)
     except (RuntimeError, FileNotFoundError, ValueError) as error:
         print(f"fiber-fast demo: {error}", file=sys.stderr)
         return 1
 
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
-    pictures = [draw_loss_curves([coarse_run / "metrics.jsonl", fine_run / "metrics.jsonl"], ["coarse", "fine"],
-                                 out / "loss_curves.png"),
+    pictures = [draw_loss_curves([run / "metrics.jsonl" for run in (coarse_run, fine_run, oscar_run)],
+                                 ["coarse", "fine", "oscar"], out / "loss_curves.png"),
                 draw_grounding_grid(fine_model, evaluator.loader("grounding", 8), evaluator.tokenizer,
                                     out / "grounding_grid.png"),
                 draw_retrieval_example(after_coarse, evaluator.loader("retrieval", 32), evaluator.tokenizer,
                                        out / "retrieval_example.png", title="after the coarse stage")]
     print("\n" + format_table(summary))
-    print(f"\nRecall in percent on the val split ({data}); chance = a random ranking. summary: {out / 'summary.json'}")
+    print(f"\nRecall in percent on the val split ({data}); chance = a random ranking. OSCAR: its "
+          f"{summary['oscar']['num_images']} val images / {summary['oscar']['num_texts']} captions, every pair scored. "
+          f"summary: {out / 'summary.json'}")
     print("pictures: " + ", ".join(str(path) for path in pictures))
     print(f"fiber-fast demo: done in {time.perf_counter() - started:.0f} s")
     return 0

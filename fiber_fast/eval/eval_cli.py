@@ -92,27 +92,17 @@ def _sizes(args: argparse.Namespace, run_data: dict[str, Any], model_config: Any
 
 def evaluate_oscar(args: argparse.Namespace) -> dict[str, Any]:
     """``--model oscar``: retrieval of an OSCAR run over every pair of the split (sizes: the run's data section)."""
-    from functools import partial
-
-    from fiber_fast.data import load_tokenizer
-    from fiber_fast.data.oscar_collate import collate_oscar
-    from fiber_fast.train.config import OSCAR_MAX_TAG_LEN
-
-    from .loading import run_data_config
-    from .oscar_retrieval import evaluate_oscar_retrieval, load_oscar_model, load_retrieval_set
+    from .oscar_retrieval import evaluate_run
 
     if args.task != "retrieval":
         raise ValueError(f"--model oscar evaluates --task retrieval only, got --task {args.task}")
-    model = load_oscar_model(args.checkpoint, args.device or _init_distributed(), eager=args.eager)
-    run_data = run_data_config(args.checkpoint)
-    sizes = {"max_text_len": args.max_text_len or run_data.get("max_text_len") or model.config.max_text_len,
-             "max_tag_len": args.max_tag_len or run_data.get("max_tag_len") or OSCAR_MAX_TAG_LEN,
-             "max_regions": args.max_regions or run_data.get("max_regions") or model.config.max_regions}
     data = Path(args.data)
-    rset = load_retrieval_set(args.annotations or data / f"captions_{args.split}.json",
-                              args.regions or data / f"regions_{args.split}", args.max_images)
-    collate = partial(collate_oscar, tokenizer=load_tokenizer(args.tokenizer or data / "tokenizer"), **sizes)
-    return {**evaluate_oscar_retrieval(model, rset, collate, pairs_per_batch=args.pairs_per_batch), **sizes}
+    return evaluate_run(args.checkpoint, args.annotations or data / f"captions_{args.split}.json",
+                        args.regions or data / f"regions_{args.split}", args.tokenizer or data / "tokenizer",
+                        max_images=args.max_images, pairs_per_batch=args.pairs_per_batch,
+                        device=args.device or _init_distributed(), eager=args.eager,
+                        sizes={"max_text_len": args.max_text_len, "max_tag_len": args.max_tag_len,
+                               "max_regions": args.max_regions})
 
 
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:

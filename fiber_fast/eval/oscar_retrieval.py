@@ -175,3 +175,32 @@ def evaluate_oscar_retrieval(model: torch.nn.Module, rset: RetrievalSet, collate
     metrics["num_images"] = len(rset.image_ids)
     metrics["num_texts"] = len(rset.captions)
     return metrics
+
+
+def evaluate_run(run_or_checkpoint: str | Path, annotations: str | Path, regions: str | Path,
+                 tokenizer: str | Path, max_images: int | None = None, pairs_per_batch: int = 256,
+                 device: str | torch.device = "cpu", eager: bool = False,
+                 sizes: Mapping[str, int | None] | None = None) -> dict[str, Any]:
+    """Retrieval metrics of an OSCAR run (or checkpoint) on a split: ``annotations`` (COCO captions JSON),
+    its ``regions`` folder and the ``tokenizer`` folder.
+
+    Pair sizes (``max_text_len``, ``max_tag_len``, ``max_regions``): ``sizes`` where given, else the run's data
+    section (``train_config.yaml``), else the model config's (``max_tag_len``: the trainer's default). Returns
+    ``evaluate_oscar_retrieval``'s metrics and the sizes used.
+    """
+    from functools import partial
+
+    from fiber_fast.data import load_tokenizer
+    from fiber_fast.data.oscar_collate import collate_oscar
+    from fiber_fast.train.config import OSCAR_MAX_TAG_LEN
+
+    from .loading import run_data_config
+
+    model = load_oscar_model(run_or_checkpoint, device, eager=eager)
+    given, run_data = dict(sizes or {}), run_data_config(run_or_checkpoint)
+    fallback = {"max_text_len": model.config.max_text_len, "max_tag_len": OSCAR_MAX_TAG_LEN,
+                "max_regions": model.config.max_regions}
+    used = {key: int(given.get(key) or run_data.get(key) or value) for key, value in fallback.items()}
+    rset = load_retrieval_set(annotations, regions, max_images)
+    collate = partial(collate_oscar, tokenizer=load_tokenizer(tokenizer), **used)
+    return {**evaluate_oscar_retrieval(model, rset, collate, pairs_per_batch=pairs_per_batch), **used}
