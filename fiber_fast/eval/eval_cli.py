@@ -42,7 +42,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "run's largest min_sizes, else 800)")
     parser.add_argument("--max-size", type=int, metavar="S", help="grounding/detection: longer-side cap (default: "
                         "the run's max_size, else 1333)")
-    parser.add_argument("--max-text-len", type=int, metavar="T", help="default: the model config's max_text_len")
+    parser.add_argument("--max-text-len", type=int, metavar="T", help="default: the model config's max_text_len "
+                        "(oscar: the run's caption tokens)")
     parser.add_argument("--rerank-k", type=int, default=0, metavar="K", help="retrieval: also re-rank the top K "
                         "with the fusion encoder's ITM score (rerank_* keys); 0 = off (default)")
     parser.add_argument("--merge-boxes", action="store_true", help="grounding: MDETR's merged-boxes protocol "

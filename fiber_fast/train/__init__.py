@@ -1,1 +1,2 @@
-"""Two-stage FIBER training: objectives, tasks (model + losses), DeepSpeed trainer, checkpoints, metrics."""
+"""Two-stage FIBER training and OSCAR pre-training: objectives, tasks (model + losses), DeepSpeed trainer,
+checkpoints, metrics."""
