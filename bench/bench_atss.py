@@ -2,6 +2,8 @@
 (``atss_assign_reference``, the test oracle) and a dense batched PyTorch version (mmyolo style,
 ``(B, A, G)`` tensors), at FIBER's fine-grained shape: 800 x 1344, P3-P7 (strides 8-128), one anchor
 per location (22400 anchors), batch 8, 10 / 50 / 200 boxes per image; plus a batch-2 quick shape.
+``test_cpu_ratio_vs_glip_loop`` times the C++ kernel against the GLIP loop at 10 / 20 / 50 / 100 / 200 boxes
+per image with 1 and 2 threads (min of N calls each, as other jobs load the CPU; the ratio in the note).
 
 Figures: measured time (fp32; on the CPU unless ``--bench-device cuda``; the Triton kernel runs on
 a CPU only in the interpreter, so its CPU times are skipped), peak live tensor bytes on the CPU
@@ -9,7 +11,7 @@ a CPU only in the interpreter, so its CPU times are skipped), peak live tensor b
 invisible to it and is given exactly in each row's note, counted from the allocations of
 csrc/atss/atss_cpu.cpp; the Triton path cannot run at this size in the interpreter, nor on fake
 tensors (it is no custom op), so its device bytes are counted from the launcher's own allocations,
-``triton_atss.allocation_plan``, which a test matches against the recorded allocations), and projected
+``triton_atss.work_buffers``, which a test matches against the recorded allocations), and projected
 GPU time: a roofline lower bound max(FLOPs / fp32 peak, HBM bytes /
 bandwidth). For the PyTorch providers the bytes are counted op by op
 (``testing.roofline.count_flops_and_bytes`` on the real CPU run, the same aten ops a GPU would run;
@@ -21,6 +23,9 @@ and the serial top-k insertions, so they are optimistic, the Triton one most of 
 
 from __future__ import annotations
 
+import os
+import time
+
 import pytest
 import torch
 from fiber_kernels.atss import atss_assign
@@ -28,7 +33,7 @@ from fiber_kernels.atss.anchors import FIBER_LEVELS, pyramid
 from fiber_kernels.atss.api import cpp_available
 from fiber_kernels.atss.dense import atss_assign_dense
 from fiber_kernels.atss.reference import atss_assign_reference
-from fiber_kernels.atss.triton_atss import allocation_plan
+from fiber_kernels.atss.triton_atss import work_buffers
 
 from bench.harness import (
     Case,
@@ -40,6 +45,7 @@ from bench.harness import (
     benchmark_tests,
     device_name,
     run_memory,
+    summarize,
     triton_reason,
 )
 
@@ -95,12 +101,12 @@ def cpp_workspace_bytes(shape: Shape, threads: int) -> int:
 
 
 def triton_allocation_note(shape: Shape) -> str:
-    """The Triton launcher's device allocations for ``shape``, counted from ``allocation_plan``."""
-    plan = allocation_plan(shape.dims["B"], shape.dims["G"], shape.dims["A"])
+    """The Triton launcher's device allocations for ``shape``, counted from ``work_buffers``."""
+    plan = work_buffers(shape.dims["B"], shape.dims["G"], shape.dims["A"])
     parts = ", ".join(f"{a.name} {a.nbytes} B" for a in plan)
     workspace = sum(a.nbytes for a in plan if a.name in ("claims", "mask"))
     return (f"Triton launcher allocates {sum(a.nbytes for a in plan)} B ({parts}; workspace claims + mask "
-            f"{workspace} B), counted from its allocations (triton_atss.allocation_plan), not measured")
+            f"{workspace} B), counted from its allocations (triton_atss.work_buffers), not measured")
 
 
 def triton_bytes(shape: Shape) -> int:
@@ -188,3 +194,47 @@ def test_projection(recorder: Recorder, provider: str, shape: Shape) -> None:
                 note=f"roofline lower bound, no launch latency; {how}")
             for gpu in GPUS]
     recorder.add(rows)
+
+
+RATIO_BOXES = (10, 20, 50, 100, 200)
+
+
+def min_time(fn, repeats: int, pause: float) -> tuple[float, list[float]]:
+    """The fastest of ``repeats`` calls (seconds; other jobs on the machine only ever add time) and all, with
+    ``pause`` seconds before each call: the intra-op pool's workers spin for a while after a parallel region
+    (the previous case's GLIP loop), taking a core from the call when other jobs hold the other."""
+    times = []
+    for _ in range(repeats):
+        time.sleep(pause)
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times), times
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("boxes", RATIO_BOXES)
+def test_cpu_ratio_vs_glip_loop(recorder: Recorder, boxes: int, threads: int) -> None:
+    """Speed-up of the C++ kernel over the GLIP per-image loop, both on ``threads`` threads: rows
+    ``time`` of ``cpp`` and ``glip_loop`` (median = the minimum of the calls; p20/p80 over all calls)."""
+    shape = _shape(f"fiber_b8_g{boxes}_t{threads}", 8, boxes)
+    reason = _cpp_reason(torch.device("cpu"), "time")
+    if reason:
+        recorder.skip(OP.kernel, "cpp", "fwd", shape, reason, "fp32")
+    anchors, gt_boxes, mask = _inputs(shape, torch.device("cpu"))
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        calls = {"cpp": lambda: atss_assign(anchors, LEVEL_SIZES, gt_boxes, mask, topk=TOPK, backend="cpp"),
+                 "glip_loop": lambda: atss_assign_reference(anchors, LEVEL_SIZES, gt_boxes, mask, topk=TOPK)}
+        load = os.getloadavg()[0]
+        timed = {"cpp": min_time(calls["cpp"], 15, 0.05), "glip_loop": min_time(calls["glip_loop"], 3, 0.0)}
+    finally:
+        torch.set_num_threads(previous)
+    ratio = timed["glip_loop"][0] / timed["cpp"][0]
+    for name, (best, times) in timed.items():
+        _, p20, p80, rounds = summarize(times)
+        recorder.add([Row(OP.kernel, name, "fwd", shape.label, shape.dims, "time", best, p20, p80, rounds, "fp32",
+                          note=f"min of {rounds} calls ({'50 ms apart' if name == 'cpp' else 'back to back'}), "
+                               f"{threads} thread(s); GLIP loop / C++ = {ratio:.1f}x; "
+                               f"load average {load:.1f} at start")])

@@ -1,6 +1,6 @@
 """The fused backends never hold (A, G) matrices: their peak live tensor bytes stay O(B*A), while the
 per-image reference allocates several (A, G) fp32 matrices (testing.memory.peak_bytes); the Triton
-launcher allocates exactly its ``allocation_plan``."""
+launcher allocates exactly its ``work_buffers``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 import torch
 from fiber_kernels.atss import atss_assign
 from fiber_kernels.atss.api import cpp_available
-from fiber_kernels.atss.triton_atss import allocation_plan, atss_assign_triton
+from fiber_kernels.atss.triton_atss import atss_assign_triton, work_buffers
 from fiber_kernels.testing.memory import peak_bytes
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
@@ -62,7 +62,7 @@ class _NewStorages(TorchDispatchMode):
 
 @pytest.mark.parametrize("batch,count", [(2, 3), (1, 0)])
 def test_triton_launcher_allocates_its_plan(batch: int, count: int) -> None:
-    """The launcher's real allocations, recorded op by op, are ``allocation_plan``: what the benchmark's
+    """The launcher's real allocations, recorded op by op, are ``work_buffers``: what the benchmark's
     workspace figure is counted from."""
     anchors, sizes = pyramid(SMALL)
     boxes = random_boxes(batch, count, 96.0, 64.0, torch.Generator().manual_seed(5))
@@ -71,7 +71,7 @@ def test_triton_launcher_allocates_its_plan(batch: int, count: int) -> None:
     inputs = [anchors[None].contiguous(), starts, boxes, mask]
     with _NewStorages(inputs) as recorder:
         matched, _ = atss_assign_triton(inputs[0], starts, boxes, mask, 9, True)
-    plan = allocation_plan(batch, count, anchors.shape[0])
+    plan = work_buffers(batch, count, anchors.shape[0])
     # the interpreter itself may make empty tensors; every byte-holding allocation is in the plan
     assert [c for c in recorder.created if c[2] > 0] == [(a.shape, a.dtype, a.nbytes) for a in plan]
     assert [a.name for a in plan] == ["matched", "matched_iou", "claims"] + (["mask"] if count else [])

@@ -12,7 +12,7 @@ Two kernels:
   deterministic).
 * ``_atss_resolve_kernel``, elementwise over ``(B, A)``: unpacks the winning claim.
 
-Memory: the ``(B, A)`` claim buffer, the ``(B, G)`` int8 mask and the outputs (``allocation_plan``,
+Memory: the ``(B, A)`` claim buffer, the ``(B, G)`` int8 mask and the outputs (``work_buffers``,
 which the launcher allocates from); candidates live in registers. Arithmetic is round-to-nearest
 without FMA contraction (``div_rn``, ``sqrt_rn``, ``COMPILE_OPTIONS``), so results equal the reference
 bit for bit.
@@ -20,12 +20,11 @@ bit for bit.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 import torch
 import triton
 import triton.language as tl
+
+from ..work_buffers import WorkBuffer
 
 MAX_LEVELS = 8
 CLAIM_INDEX_BASE: tl.constexpr = tl.constexpr(0x7FFFFFFF)
@@ -154,47 +153,30 @@ def l_pad_for(num_levels: int) -> int:
     return max(2, triton.next_power_of_2(num_levels))
 
 
-@dataclass(frozen=True)
-class Allocation:
-    """One tensor the launcher allocates: ``fill`` None for ``torch.empty``, else its fill value."""
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: torch.dtype
-    fill: int | None = None
-
-    @property
-    def nbytes(self) -> int:
-        return math.prod(self.shape) * self.dtype.itemsize
-
-
-def allocation_plan(batch: int, num_gt: int, num_anchors: int) -> tuple[Allocation, ...]:
+def work_buffers(batch: int, num_gt: int, num_anchors: int) -> tuple[WorkBuffer, ...]:
     """Every tensor ``atss_assign_triton`` allocates, in order: the outputs ``matched`` ``(B, A)`` i64 and
     ``matched_iou`` ``(B, A)`` f32, the workspace ``claims`` ``(B, A)`` i64 filled with -1, and, when the
     candidates kernel launches (B*G > 0 and A > 0), ``mask`` ``(B, G)`` int8 (the bool mask as the kernel
     reads it). Inputs are taken as they are (the launcher needs them contiguous)."""
-    plan = (Allocation("matched", (batch, num_anchors), torch.int64),
-            Allocation("matched_iou", (batch, num_anchors), torch.float32),
-            Allocation("claims", (batch, num_anchors), torch.int64, fill=-1))
+    buffers = (WorkBuffer("matched", (batch, num_anchors), torch.int64),
+               WorkBuffer("matched_iou", (batch, num_anchors), torch.float32),
+               WorkBuffer("claims", (batch, num_anchors), torch.int64, fill=-1))
     if batch * num_gt > 0 and num_anchors > 0:
-        plan += (Allocation("mask", (batch, num_gt), torch.int8),)
-    return plan
+        buffers += (WorkBuffer("mask", (batch, num_gt), torch.int8),)
+    return buffers
 
 
 def atss_assign_triton(anchors: torch.Tensor, level_starts: torch.Tensor, gt_boxes: torch.Tensor,
                        gt_mask: torch.Tensor, topk_total: int, glip: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Launch both kernels. anchors ``(1 or B, A, 4)`` f32, level_starts ``(L + 1,)`` i64 on the same device
     (nothing is read back from it), gt_boxes ``(B, G, 4)`` f32, gt_mask ``(B, G)`` bool, all contiguous.
-    Returns ``(B, A)`` i64 matches and ``(B, A)`` f32 IoUs. Allocates exactly ``allocation_plan(B, G, A)``."""
+    Returns ``(B, A)`` i64 matches and ``(B, A)`` f32 IoUs. Allocates exactly ``work_buffers(B, G, A)``."""
     if not (anchors.is_contiguous() and gt_boxes.is_contiguous() and gt_mask.is_contiguous()):
         raise ValueError("atss_assign_triton needs contiguous anchors, gt_boxes and gt_mask")
     batch, num_gt = gt_boxes.shape[:2]
     num_anchors = anchors.shape[1]
     num_levels = level_starts.numel() - 1
-    buffers = {}
-    for allocation in allocation_plan(batch, num_gt, num_anchors):
-        buffer = torch.empty(allocation.shape, dtype=allocation.dtype, device=gt_boxes.device)
-        buffers[allocation.name] = buffer if allocation.fill is None else buffer.fill_(allocation.fill)
+    buffers = {buffer.name: buffer.allocate(gt_boxes.device) for buffer in work_buffers(batch, num_gt, num_anchors)}
     matched, matched_iou, claims = buffers["matched"], buffers["matched_iou"], buffers["claims"]
     if "mask" in buffers:
         _atss_candidates_kernel[(batch * num_gt,)](
