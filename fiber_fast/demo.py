@@ -264,7 +264,7 @@ def oscar_stage(args: argparse.Namespace, data: Path, fine_run: Path, out: Path)
         _run([sys.executable, "-m", "fiber_fast", "oscar", "extract", "--model", str(fine_run), "--data", str(data),
               "--annotations", str(oscar_data / f"grounding_{split}.json"), "--split", split, "--out",
               str(oscar_data / f"regions_{split}"), "--no-progress"], out / "logs" / f"extract_{split}.log")
-    _announce(f"OSCAR stage: masked words and tags + tag pollution, from scratch, on {args.ranks} ranks")
+    _announce(f"OSCAR stage: masked words and tags + polluted tags/captions, from scratch, on {args.ranks} ranks")
     oscar_run = out / "oscar"
     _run(train_command(OSCAR_STAGE, args.oscar_config, oscar_data, oscar_run, args.deepspeed, args.ranks,
                        args.oscar_steps), out / "logs" / "oscar.log")
