@@ -14,6 +14,7 @@
 #include <utility>
 
 #include "cross_attention/cross_attention_kernel.cuh"
+#include "cross_attention/cross_attention_limits.h"
 #include "fiber_kernels/checks.h"
 
 namespace fiber_kernels {
@@ -36,15 +37,15 @@ inline void check_inputs(const char* op, const at::Tensor& q, const at::Tensor& 
   TORCH_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, op, ": q (B, H, Nq, D), k and v (Bk, H, Nk, D) must be 4-D");
   TORCH_CHECK(q.scalar_type() == k.scalar_type() && q.scalar_type() == v.scalar_type(), op,
               ": q, k and v must share one dtype");
-  TORCH_CHECK(q.scalar_type() == at::kFloat || q.scalar_type() == at::kHalf || q.scalar_type() == at::kBFloat16, op,
-              ": dtype must be float32, float16 or bfloat16");
+  TORCH_CHECK(is_one_of(q.scalar_type(), kDtypes), op, ": dtype must be ", one_of_text(kDtypes));
   TORCH_CHECK(k.sizes() == v.sizes(), op, ": k and v must have the same shape");
   TORCH_CHECK(q.size(1) == k.size(1) && q.size(3) == k.size(3), op, ": q and k must share H and D");
-  TORCH_CHECK(q.size(3) == 32 || q.size(3) == 64 || q.size(3) == 128, op, ": D must be 32, 64 or 128");
+  TORCH_CHECK(is_one_of(q.size(3), kHeadDims), op, ": D must be ", one_of_text(kHeadDims));
   TORCH_CHECK(q.numel() > 0 && k.numel() > 0, op, ": q, k and v must not be empty");
   TORCH_CHECK(q.size(0) % k.size(0) == 0, op, ": the query batch B must be a multiple of the key batch Bk");
-  TORCH_CHECK(k.size(0) * k.size(1) <= 65535, op, ": Bk * H must be <= 65535 (grid y)");
-  TORCH_CHECK(q.size(0) / k.size(0) * q.size(2) <= INT32_MAX && k.size(2) <= INT32_MAX, op, ": too many rows");
+  TORCH_CHECK(k.size(0) * k.size(1) <= kMaxGridY, op, ": Bk * H must be <= ", kMaxGridY, " (grid y)");
+  TORCH_CHECK(q.size(0) / k.size(0) * q.size(2) <= kMaxRows && k.size(2) <= kMaxRows, op, ": too many rows (at most ",
+              kMaxRows, ")");
   if (mask.has_value()) {
     TORCH_CHECK(mask->scalar_type() == at::kBool && mask->dim() == 2 && mask->size(0) == k.size(0) &&
                     mask->size(1) == k.size(2),

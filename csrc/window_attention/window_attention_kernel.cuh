@@ -37,7 +37,6 @@ namespace fiber_kernels {
 namespace window_attention {
 
 constexpr int kStrip = 16;        // rows of a warp strip = the wmma tile edge
-constexpr int kMaxTokens = 144;   // window tokens supported (12x12)
 constexpr int kFoldThreads = 256;
 
 // ---- index math (host and device; unit-tested against reference.py on the host) ----------------

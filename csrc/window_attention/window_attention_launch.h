@@ -17,6 +17,7 @@
 #include <tuple>
 
 #include "window_attention/window_attention_kernel.cuh"
+#include "window_attention/window_attention_limits.h"
 #include "fiber_kernels/checks.h"
 
 namespace fiber_kernels {
@@ -48,13 +49,12 @@ inline WaShape check_inputs(const char* op, const at::Tensor& qkv, const at::Ten
                             int64_t sh, int64_t sw, bool shift_first, double scale, double mask_value) {
   TORCH_CHECK(qkv.dim() == 4, op, ": qkv must be (B, H, W, 3C), got ", qkv.dim(), " dims");
   const auto dtype = qkv.scalar_type();
-  TORCH_CHECK(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16, op,
-              ": qkv must be float32, float16 or bfloat16");
+  TORCH_CHECK(is_one_of(dtype, kDtypes), op, ": qkv must be ", one_of_text(kDtypes));
   TORCH_CHECK(table.scalar_type() == dtype, op, ": rpb_table must have qkv's dtype");
   TORCH_CHECK(heads >= 1 && qkv.size(3) % (3 * heads) == 0, op, ": qkv channels ", qkv.size(3),
               " must be 3C with C divisible by num_heads ", heads);
   const int64_t C = qkv.size(3) / 3, D = C / heads;
-  TORCH_CHECK(D == 16 || D == 32 || D == 64, op, ": head dim C/num_heads must be 16, 32 or 64, got ", D);
+  TORCH_CHECK(is_one_of(D, kHeadDims), op, ": head dim C/num_heads must be ", one_of_text(kHeadDims), ", got ", D);
   TORCH_CHECK(wh >= 1 && ww >= 1 && wh * ww <= kMaxTokens, op, ": window must have 1..", kMaxTokens, " tokens");
   TORCH_CHECK(sh >= 0 && sw >= 0 && sh < wh && sw < ww, op, ": shift must satisfy 0 <= shift < window");
   TORCH_CHECK(table.dim() == 2 && table.size(0) == (2 * wh - 1) * (2 * ww - 1) && table.size(1) == heads, op,
@@ -62,13 +62,13 @@ inline WaShape check_inputs(const char* op, const at::Tensor& qkv, const at::Ten
   if (qkv_bias.has_value())
     TORCH_CHECK(qkv_bias->dim() == 1 && qkv_bias->size(0) == 3 * C && qkv_bias->scalar_type() == dtype, op,
                 ": qkv_bias must be (3C,) in qkv's dtype");
-  TORCH_CHECK(qkv.numel() < (int64_t{1} << 40), op, ": qkv too large");
+  TORCH_CHECK(qkv.numel() <= kMaxQkvElements, op, ": qkv too large (at most ", kMaxQkvElements, " elements)");
   check_device(op, "rpb_table", table, qkv.device());
   check_device(op, "qkv_bias", qkv_bias, qkv.device());
   check_scale(op, scale);
   TORCH_CHECK(std::isfinite(mask_value), op, ": mask_value must be finite, got ", mask_value);
   const int64_t windows = qkv.size(0) * ((qkv.size(1) + wh - 1) / wh) * ((qkv.size(2) + ww - 1) / ww);
-  TORCH_CHECK(windows < (int64_t{1} << 31), op, ": at most 2^31 - 1 windows");
+  TORCH_CHECK(windows <= kMaxWindows, op, ": at most ", kMaxWindows, " windows");
   return wa_make_shape(static_cast<int>(qkv.size(0)), static_cast<int>(qkv.size(1)), static_cast<int>(qkv.size(2)),
                        static_cast<int>(C), static_cast<int>(heads), static_cast<int>(wh), static_cast<int>(ww),
                        static_cast<int>(sh), static_cast<int>(sw), shift_first, static_cast<float>(scale),

@@ -1,6 +1,7 @@
-"""The no-GPU evidence toolkit (DESIGN §5): numerics, ahead-of-time compiles, memory, roofline.
+"""The no-GPU evidence toolkit: numerics, ahead-of-time compiles, memory, roofline (docs/architecture.md).
 
-``fiber_kernels.testing.emu`` (host emulation of ``csrc/``) is a separate module, imported on its own.
+``fiber_kernels.testing.emu`` (host emulation of ``csrc/``, docs/emulation.md) and
+``fiber_kernels.testing.csrc_limits`` (the limits headers of ``csrc/``) are separate modules, imported on their own.
 """
 
 from .aot import (
