@@ -2,9 +2,11 @@
 
 Backends of op ``"atss_assign"`` (``fiber_kernels.dispatch``): ``triton`` (CUDA, or CPU tensors under
 ``TRITON_INTERPRET=1`` when asked for by name), ``cuda`` (the CUDA kernel of ``fiber_kernels._C``, for
-sm70+, available when ``_C`` was built with CUDA), ``cpp`` (the C++ CPU kernel of ``_C``), ``torch``
-(the per-image reference loop). One C++ op, ``fiber_kernels_C::atss_assign_fwd``, serves ``cuda`` and
-``cpp`` by the device of its tensors; the Triton launcher is the custom op ``fiber_kernels::atss_assign``.
+sm70+, available when ``_C`` was built with CUDA), ``cpp`` (the C++ CPU kernel of ``_C``; levels whose
+anchors form a regular grid take a window of locations per box instead of a scan, csrc/atss/atss_grid.h),
+``torch`` (the per-image reference loop); their limits are data in ``limits.py``. One C++ op,
+``fiber_kernels_C::atss_assign_fwd``, serves ``cuda`` and ``cpp`` by the device of its tensors; the Triton
+launcher is the custom op ``fiber_kernels::atss_assign``.
 
 Validation reads only metadata (shapes, dtypes, devices, the level sizes as ints), except the box
 checks (finite, x2 >= x1, y2 >= y1) and ``atss_targets``' index range, which read values and run only
@@ -24,13 +26,11 @@ from torch._subclasses.fake_tensor import is_fake
 from .. import _extension, dispatch
 from .._validate import check_choice, check_positive_int, check_same_device, check_tensor, reads_values
 from .function import assign_output_shapes, atss_assign_op, compiled_output_shapes
+from .limits import LIMITS
 from .reference import CONVENTIONS, atss_assign_reference
 from .targets import targets_for
-from .triton_atss import K_PADS, MAX_LEVELS
 
 OP = "atss_assign"
-MAX_ANCHORS = 2**31 - 1
-CUDA_MAX_K = 128  # kMaxK of csrc/atss/atss_kernel.cuh
 SERIAL_BOXES = 4096  # boxes per value-check op: 16384 elements, below torch's parallel grain (32768)
 
 
@@ -111,34 +111,14 @@ def _level_starts(sizes: list[int], device: torch.device) -> torch.Tensor:
     return torch.tensor([0] + sizes, dtype=torch.int64).cumsum(0).to(device)
 
 
-def _fp32_statistics_reasons(convention: str) -> list[str]:
-    if not CONVENTIONS[convention].fp32_statistics:
-        return []
-    return [f"convention {convention!r} computes the threshold's mean as torch's fp32 mean(0), which only the "
-            f"cpp and torch backends reproduce; {CONVENTIONS[convention].boxes!r} sums it in float64 on every backend"]
+def _reasons_of(name: str) -> dispatch.ReasonsFn:
+    """Dispatch reasons of backend ``name``, read from its declared ``LIMITS``."""
+    limits = LIMITS[name]
 
+    def reasons(device: dispatch.DeviceInfo, anchors: torch.Tensor, sizes: list[int], topk_total: int,
+                convention: str = "glip", **_: object) -> list[str]:
+        return limits.reasons(anchors.shape[-2], len(sizes), topk_total, CONVENTIONS[convention].fp32_statistics)
 
-def _triton_reasons(device: dispatch.DeviceInfo, anchors: torch.Tensor, sizes: list[int], topk_total: int,
-                    convention: str, **_: object) -> list[str]:
-    reasons = _fp32_statistics_reasons(convention)
-    if topk_total > K_PADS[-1]:
-        reasons.append(f"topk * anchors_per_location must be <= {K_PADS[-1]}, got {topk_total}")
-    if len(sizes) > MAX_LEVELS:
-        reasons.append(f"at most {MAX_LEVELS} levels, got {len(sizes)}")
-    if anchors.shape[-2] > MAX_ANCHORS:
-        reasons.append(f"at most {MAX_ANCHORS} anchors, got {anchors.shape[-2]}")
-    return reasons
-
-
-def _cpp_reasons(device: dispatch.DeviceInfo, anchors: torch.Tensor, **_: object) -> list[str]:
-    return [f"at most {MAX_ANCHORS} anchors, got {anchors.shape[-2]}"] if anchors.shape[-2] > MAX_ANCHORS else []
-
-
-def _cuda_reasons(device: dispatch.DeviceInfo, anchors: torch.Tensor, topk_total: int, convention: str,
-                  **_: object) -> list[str]:
-    reasons = _cpp_reasons(device, anchors) + _fp32_statistics_reasons(convention)
-    if topk_total > CUDA_MAX_K:
-        reasons.append(f"topk * anchors_per_location must be <= {CUDA_MAX_K}, got {topk_total}")
     return reasons
 
 
@@ -169,10 +149,10 @@ def _run_torch(anchors, sizes, gt_boxes, gt_mask, topk, anchors_per_location, co
 if _extension.is_built() and hasattr(torch.ops.fiber_kernels_C, "atss_assign_fwd"):
     torch.library.register_fake("fiber_kernels_C::atss_assign_fwd", compiled_output_shapes)
 
-dispatch.register_backend(OP, "triton", _run_triton, _triton_reasons)
-dispatch.register_backend(OP, "cuda", _run_compiled, _cuda_reasons)
-dispatch.register_backend(OP, "cpp", _run_compiled, _cpp_reasons)
-dispatch.register_backend(OP, "torch", _run_torch)
+dispatch.register_backend(OP, "triton", _run_triton, _reasons_of("triton"))
+dispatch.register_backend(OP, "cuda", _run_compiled, _reasons_of("cuda"))
+dispatch.register_backend(OP, "cpp", _run_compiled, _reasons_of("cpp"))
+dispatch.register_backend(OP, "torch", _run_torch, _reasons_of("torch"))
 
 
 def atss_assign(anchors: torch.Tensor, num_anchors_per_level: Sequence[int] | torch.Tensor, gt_boxes: torch.Tensor,
