@@ -1,23 +1,32 @@
-"""Plots of the training-step benchmark (bench/bench_train_step.py): the exact saved bytes by part as
-stacked bars per provider, and the PROJECTED max micro-batch per card (ZeRO-2 on 8 ranks)."""
+"""Plots and tables of the training-step benchmark (bench/bench_train_step.py): the exact saved bytes by
+part as stacked bars per provider, the PROJECTED max micro-batch per card (ZeRO-2 on 8 ranks), and the
+markdown tables of bench/results/train_step.md (exact, projected and measured figures in separate tables):
+``python -m bench.plot_train_step RESULTS.csv > train_step.md``.
+"""
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 MAX_BATCH_SETTING = {"zero": 2, "ranks": 8}
+MIB = 2 ** 20
+# Providers in table order: the baseline, the fused model, then each saving on top of it.
+ORDER = ("fiber_schedule_queue", "fiber_schedule", "eager_queue", "eager", "fused", "fused_ckpt_text",
+         "fused_ckpt_mlp", "fused_ckpt_mlp_text", "fused_ckpt_block", "fused_ckpt_block_text")
 
 
 def breakdown_plot(rows: list[dict[str, Any]], shape: str, out: Path, plt: Any) -> Path | None:
     """Stacked bars of ``saved_bytes_part`` (MiB) of ``shape``, one bar per provider; None without rows."""
-    recs = [r for r in rows if r["metric"] == "saved_bytes_part" and r["shape"] == shape]
+    recs = [r for r in rows if r["metric"] == "saved_bytes_part" and r["shape"] == shape and r["dtype"] == "bf16"]
     if not recs:
         return None
     providers = list(dict.fromkeys(r["provider"] for r in recs))
     parts = list(dict.fromkeys(r["note"].removeprefix("part: ") for r in recs))
     values = {(r["provider"], r["note"].removeprefix("part: ")): r["median"] / 2 ** 20 for r in recs}
-    fig, ax = plt.subplots(figsize=(6.5, 4.0))
+    fig, ax = plt.subplots(figsize=(max(6.5, 0.8 * len(providers) + 2), 4.2))
     bottom = [0.0] * len(providers)
     for part in parts:
         heights = [values.get((p, part), 0.0) for p in providers]
@@ -25,7 +34,7 @@ def breakdown_plot(rows: list[dict[str, Any]], shape: str, out: Path, plt: Any) 
         bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
     ax.set_ylabel("bytes saved for backward (MiB), exact", fontsize=8)
     ax.set_title(f"{recs[0]['kernel']} {shape}: saved bytes by part (fake CUDA {recs[0]['dtype']})", fontsize=9)
-    ax.tick_params(axis="x", labelsize=7)
+    ax.tick_params(axis="x", labelsize=6, labelrotation=25)
     ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
     path = out / f"train_step_breakdown_{shape}.png"
@@ -66,3 +75,95 @@ def train_step_plots(rows: list[dict[str, Any]], out: Path, plt: Any) -> list[Pa
     paths += [max_batch_plot(rows, kernel, out, plt) for kernel in dict.fromkeys(
         r["kernel"] for r in rows if r["metric"] == "max_batch")]
     return [p for p in paths if p is not None]
+
+
+# ----------------------------------------------------------------- markdown tables
+def _ordered(providers: Iterable[str]) -> list[str]:
+    present = set(providers)
+    return [p for p in ORDER if p in present] + sorted(present - set(ORDER))
+
+
+def _value(rows: list[dict[str, Any]], **match: Any) -> float | None:
+    found = [r["median"] for r in rows if all(r.get(k) == v for k, v in match.items())]
+    return found[0] if found else None
+
+
+def _table(header: list[str], lines: list[list[str]]) -> str:
+    return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+                      + ["| " + " | ".join(line) + " |" for line in lines])
+
+
+def exact_table(rows: list[dict[str, Any]], dtype: str) -> str:
+    """Saved and peak MiB per (shape, provider) in ``dtype``, the peak also as a fraction of eager's."""
+    recs = [r for r in rows if r["kind"] == "exact" and r["dtype"] == dtype and r["metric"] == "peak_bytes"]
+    lines = []
+    for shape in dict.fromkeys(r["shape"] for r in recs):
+        eager = _value(rows, kind="exact", dtype=dtype, metric="peak_bytes", shape=shape, provider="eager")
+        for provider in _ordered(r["provider"] for r in recs if r["shape"] == shape):
+            saved = _value(rows, kind="exact", dtype=dtype, metric="saved_bytes", shape=shape, provider=provider)
+            peak = _value(rows, kind="exact", dtype=dtype, metric="peak_bytes", shape=shape, provider=provider)
+            ratio = f"{peak / eager:.2f}x" if eager and peak is not None else ""
+            lines.append([shape, provider, f"{saved / MIB:.0f}" if saved is not None else "",
+                          f"{peak / MIB:.0f}" if peak is not None else "", ratio])
+    return _table(["shape", "provider", "saved MiB", "peak MiB", "peak / eager"], lines)
+
+
+def parts_table(rows: list[dict[str, Any]], shape: str) -> str:
+    """The bf16 saved MiB of ``shape`` by part (rows) and provider (columns)."""
+    recs = [r for r in rows if r["metric"] == "saved_bytes_part" and r["shape"] == shape and r["dtype"] == "bf16"]
+    providers = _ordered(r["provider"] for r in recs)
+    parts = list(dict.fromkeys(r["note"].removeprefix("part: ") for r in recs))
+    values = {(r["provider"], r["note"].removeprefix("part: ")): r["median"] / MIB for r in recs}
+    lines = [[part] + [f"{values.get((p, part), 0.0):.0f}" for p in providers] for part in parts]
+    lines.append(["**total**"] + [f"{sum(values.get((p, part), 0.0) for part in parts):.0f}" for p in providers])
+    return _table(["part"] + providers, lines)
+
+
+def projected_table(rows: list[dict[str, Any]]) -> str:
+    """PROJECTED max micro-batch per card (ZeRO-2, 8 ranks) and A100 bf16 step time per (kernel, provider)."""
+    recs = [r for r in rows if r["metric"] == "max_batch"
+            and all(r["dims"].get(k) == v for k, v in MAX_BATCH_SETTING.items())]
+    cards = list(dict.fromkeys(r["device"] for r in recs))
+    lines = []
+    for kernel in dict.fromkeys(r["kernel"] for r in recs):
+        for provider in _ordered(r["provider"] for r in recs if r["kernel"] == kernel):
+            batches = [_value(recs, kernel=kernel, provider=provider, device=card) for card in cards]
+            times = [f"{r['median'] * 1e3:.1f}" for r in rows if r["metric"] == "projected_time"
+                     and r["kernel"] == kernel and r["provider"] == provider and "A100" in r["device"]
+                     and r["dtype"] == "bf16"]
+            lines.append([kernel, provider] + [f"{b:.0f}" if b is not None else "" for b in batches]
+                         + [" / ".join(times)])
+    return _table(["kernel", "provider"] + [f"max batch {c}" for c in cards] + ["A100 bf16 ms (shapes)"], lines)
+
+
+def measured_table(rows: list[dict[str, Any]]) -> str:
+    """MEASURED samples/s (median, p20-p80, best round) per (kernel, provider, ranks) with the load average."""
+    recs = [r for r in rows if r["metric"] == "samples_per_s"]
+    lines = []
+    for r in sorted(recs, key=lambda r: (r["kernel"], r["dims"].get("ranks", 1), r["provider"])):
+        note = r["note"]
+        best = note.split("best round ")[1].split(";")[0] if "best round " in note else ""
+        load = note.split("load average ")[1].split(" (")[0] if "load average " in note else ""
+        lines.append([r["kernel"], r["shape"], str(r["dims"].get("ranks", 1)), r["provider"], f"{r['median']:.3g}",
+                      f"{r['p20']:.3g}-{r['p80']:.3g}", best, f"{r['rounds']:.0f}", load])
+    return _table(["kernel", "shape", "ranks", "provider", "samples/s median", "p20-p80", "best", "rounds",
+                   "load average"], lines)
+
+
+def markdown_tables(rows: list[dict[str, Any]]) -> str:
+    """Every table of the training-step rows, exact / projected / measured apart."""
+    shapes = list(dict.fromkeys(r["shape"] for r in rows if r["metric"] == "saved_bytes_part"))
+    sections = [("EXACT bf16 (fake CUDA)", exact_table(rows, "bf16")),
+                ("EXACT fp32 (fake CUDA)", exact_table(rows, "fp32"))]
+    sections += [(f"EXACT bf16 saved MiB by part, {shape}", parts_table(rows, shape)) for shape in shapes]
+    sections += [("PROJECTED (ZeRO-2, 8 ranks, 90% of the card; roofline time)", projected_table(rows)),
+                 ("MEASURED on this CPU (tiny preset, fp32, DeepSpeed ZeRO-2)", measured_table(rows))]
+    return "\n\n".join(f"### {title}\n\n{table}" for title, table in sections) + "\n"
+
+
+if __name__ == "__main__":
+    if __package__ in (None, ""):
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from bench.schema import read_rows
+
+    print(markdown_tables([r for path in sys.argv[1:] for r in read_rows(path)]), end="")

@@ -15,12 +15,18 @@ from numbers (index checks pass) and True from booleans (MLM has masked tokens).
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import re
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,12 +37,15 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils.checkpoint import GraphExecGroup
 
 from fiber_fast.models import FiberConfig, build_fiber
+from fiber_fast.train.objectives import IGNORE_INDEX, itc_loss, itm_loss, mask_tokens, mlm_loss, sample_itm_pairs
 from fiber_fast.train.tasks import CoarseTask, FineTask
 
+ROOT = Path(__file__).resolve().parents[1]
 MLM_FRACTION = 0.15
 SPECIAL_IDS = (0, 1, 2, 3, 4)  # RoBERTa's <s> <pad> </s> <unk> <mask>
 MASK_TOKEN_ID = 4
 FINE_BOXES = 16  # ground-truth boxes per image in the fine batches
+QUEUE_SLOTS = 4096  # the official FIBER contrastive queue (4096 raw images); the same slots for our embedding queue
 GIB = 2 ** 30
 # Cards for the max-batch projection: name -> bytes; usable = USABLE_FRACTION of it (CUDA context,
 # cuBLAS workspaces and allocator fragmentation take the rest).
@@ -64,6 +73,8 @@ class Variant:
     eager: bool
     checkpointing: str = "none"
     text_checkpointing: bool = False
+    schedule: str = "shared"  # "shared": CoarseTask (lower layers once); "fiber": FiberScheduleTask
+    queue: int = 0  # ITC queue slots: embeddings (schedule "shared") or raw images + ids (schedule "fiber")
 
 
 VARIANTS: dict[str, Variant] = {
@@ -74,7 +85,12 @@ VARIANTS: dict[str, Variant] = {
     "fused_ckpt_text": Variant(eager=False, text_checkpointing=True),
     "fused_ckpt_mlp_text": Variant(eager=False, checkpointing="mlp", text_checkpointing=True),
     "fused_ckpt_block_text": Variant(eager=False, checkpointing="block", text_checkpointing=True),
+    # The coarse step as FIBER runs it (separate passes, raw-image queue) and ours with an embedding queue.
+    "fiber_schedule": Variant(eager=True, schedule="fiber"),
+    "fiber_schedule_queue": Variant(eager=True, schedule="fiber", queue=QUEUE_SLOTS),
+    "eager_queue": Variant(eager=True, queue=QUEUE_SLOTS),
 }
+COARSE_ONLY = frozenset(name for name, v in VARIANTS.items() if v.schedule == "fiber" or v.queue)
 REAL_STEPS: dict[str, StepSpec] = {
     "coarse_b8": StepSpec("train_step_coarse", "base-coarse", "coarse", 8),
     "fine_b1": StepSpec("train_step_fine", "base-fine", "fine", 1),
@@ -136,22 +152,30 @@ def fake_model(cfg: FiberConfig, eager: bool, mode: FakeTensorMode, dtype: torch
     (floating ones in ``dtype``); tied parameters stay one ``Parameter``. Nothing is allocated."""
     with torch.device("meta"):
         model = build_fiber(cfg, eager=eager)
+    return make_fake(model, mode, dtype)
+
+
+def make_fake(module: nn.Module, mode: FakeTensorMode, dtype: torch.dtype | None) -> nn.Module:
+    """Replace ``module``'s meta parameters and buffers by fake CUDA tensors of ``mode`` (floating ones in
+    ``dtype``, None: their own), in place; tied parameters stay one ``Parameter``. Returns ``module``."""
     made: dict[int, nn.Parameter] = {}
+
+    def empty(like: torch.Tensor) -> torch.Tensor:
+        floating = like.is_floating_point() and dtype is not None
+        return torch.empty(like.shape, dtype=dtype if floating else like.dtype, device="cuda")
+
     with mode:
-        for module in model.modules():
-            for name, param in list(module._parameters.items()):
-                if param is None:
+        for sub in module.modules():
+            for name, param in list(sub._parameters.items()):
+                if param is None or not param.is_meta:
                     continue
                 if id(param) not in made:
-                    empty = torch.empty(param.shape, dtype=dtype if param.is_floating_point() else param.dtype,
-                                        device="cuda")
-                    made[id(param)] = nn.Parameter(empty, requires_grad=param.requires_grad)
-                module._parameters[name] = made[id(param)]
-            for name, buffer in list(module._buffers.items()):
-                if buffer is not None:
-                    module._buffers[name] = torch.empty(
-                        buffer.shape, dtype=dtype if buffer.is_floating_point() else buffer.dtype, device="cuda")
-    return model
+                    made[id(param)] = nn.Parameter(empty(param), requires_grad=param.requires_grad)
+                sub._parameters[name] = made[id(param)]
+            for name, buffer in list(sub._buffers.items()):
+                if buffer is not None and buffer.is_meta:
+                    sub._buffers[name] = empty(buffer)
+    return module
 
 
 def image_size(cfg: FiberConfig, stage: str) -> tuple[int, int]:
@@ -190,18 +214,66 @@ def make_batch(cfg: FiberConfig, stage: str, batch: int, device: str | torch.dev
     return out
 
 
-def make_task(model: nn.Module, stage: str) -> nn.Module:
-    """The trainer's task around ``model``: ``CoarseTask`` (RoBERTa's specials and mask id) or ``FineTask``."""
+def make_task(model: nn.Module, stage: str, variant: Variant | None = None) -> nn.Module:
+    """The trainer's task around ``model``: ``CoarseTask`` (RoBERTa's specials and mask id; ``variant.queue``
+    embedding-queue slots) or ``FineTask``; ``FiberScheduleTask`` for a variant of schedule ``"fiber"``."""
+    variant = variant or Variant(eager=False)
     if stage == "coarse":
-        return CoarseTask(model, mask_token_id=MASK_TOKEN_ID, special_ids=SPECIAL_IDS,
-                          vocab_size=model.config.text.vocab_size)
+        kwargs = {"mask_token_id": MASK_TOKEN_ID, "special_ids": SPECIAL_IDS,
+                  "vocab_size": model.config.text.vocab_size}
+        if variant.schedule == "fiber":
+            return FiberScheduleTask(model, queue=variant.queue, **kwargs)
+        return CoarseTask(model, queue_size=variant.queue, queue_dim=model.config.text.hidden_size, **kwargs)
+    if variant.schedule != "shared" or variant.queue:
+        raise ValueError(f"the fine step has one schedule and no queue, got {variant}")
     return FineTask(model)
+
+
+class FiberScheduleTask(nn.Module):
+    """The coarse step as the official FIBER code schedules it, for the memory comparison: ``CoarseTask``'s
+    objectives (same losses, pairs and masking) but each as its own full pass from pixels and token ids,
+    the lower layers recomputed every time: ITC ``model(fusion=False)`` on B, ITM ``model(fusion=True)`` on
+    the M pairs (their images re-encoded), MLM ``model(fusion=True)`` on B masked captions.
+
+    ``queue`` > 0 holds FIBER's contrastive queue of raw images ``(queue, 3, H, W)`` fp32 and their token ids
+    ``(queue, T)`` int64 as buffers, live through the step. Only their bytes count: the re-encoding of the
+    queued images (FIBER's extra pass) is not run, so a real FIBER step needs at least these figures.
+    """
+
+    def __init__(self, model: nn.Module, *, mask_token_id: int, special_ids: tuple[int, ...], vocab_size: int,
+                 queue: int = 0) -> None:
+        super().__init__()
+        self.model, self.mask_token_id = model, mask_token_id
+        self.special_ids, self.vocab_size = special_ids, vocab_size
+        if queue:
+            height, width = image_size(model.config, "coarse")
+            self.register_buffer("image_queue", torch.zeros(queue, model.config.image.in_chans, height, width))
+            self.register_buffer("text_queue", torch.zeros(queue, model.config.max_text_len, dtype=torch.int64))
+
+    def forward(self, batch: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Batch of ``collate_coarse`` -> ``{"loss", "itc", "itm", "mlm"}`` (unit weights)."""
+        model = self.model
+        pixels, input_ids, attention_mask = batch["pixel_values"], batch["input_ids"], batch["attention_mask"]
+        unimodal = model(pixels, input_ids, attention_mask, fusion=False)
+        image_feat, text_feat, logit_scale = model.itc_head(unimodal.image_embeds, unimodal.text_embeds)
+        itc = itc_loss(image_feat, text_feat, logit_scale, batch["image_ids"])
+        pairs = sample_itm_pairs((logit_scale * image_feat @ text_feat.t()).detach(), batch["image_ids"])
+        fused_pairs = model(pixels[pairs.image_index], input_ids[pairs.text_index], attention_mask[pairs.text_index],
+                            fusion=True)
+        itm = itm_loss(model.itm_head(fused_pairs), pairs.labels)
+        masked_ids, labels = mask_tokens(input_ids, attention_mask, mask_token_id=self.mask_token_id,
+                                         vocab_size=self.vocab_size, special_ids=self.special_ids)
+        fused = model(pixels, masked_ids, attention_mask, fusion=True)
+        chosen = labels != IGNORE_INDEX
+        mlm = mlm_loss(model.mlm_head(fused.text_tokens[chosen][None]), labels[chosen])
+        return {"itc": itc, "itm": itm, "mlm": mlm, "loss": itc + itm + mlm}
 
 
 @dataclass
 class FakeStep:
     """A task on fake CUDA tensors, ready to measure: ``fn(*inputs)`` is the step's forward (the loss);
-    ``inputs`` = (batch, trainable parameters), so the measurements count the parameters and their gradients."""
+    ``inputs`` = (batch, trainable parameters, the task's own buffers: its ITC queue), so the measurements
+    count the parameters, their gradients and the queue."""
 
     task: nn.Module
     mode: FakeTensorMode
@@ -209,22 +281,27 @@ class FakeStep:
     params_all: int   # parameter elements (frozen included)
     params_trained: int
 
-    def fn(self, batch: Mapping[str, torch.Tensor], params: list[torch.Tensor]) -> torch.Tensor:
+    def fn(self, batch: Mapping[str, torch.Tensor], params: list[torch.Tensor], state: list[torch.Tensor]
+           ) -> torch.Tensor:
         with value_checks(False):
             return self.task(batch)["loss"]
 
 
 def fake_step(spec: StepSpec, variant: Variant, dtype: torch.dtype = torch.bfloat16, batch: int | None = None
               ) -> FakeStep:
-    """The step of ``spec`` (micro-batch ``batch``, default the spec's) for ``variant`` on fake CUDA in ``dtype``."""
+    """The step of ``spec`` (micro-batch ``batch``, default the spec's) for ``variant`` on fake CUDA in ``dtype``
+    (the task's queue keeps its own dtype, fp32)."""
     cfg = step_config(spec, variant)
     mode = StepFakeMode()
     model = fake_model(cfg, variant.eager, mode, dtype)
-    task = make_task(model, spec.stage)
+    with torch.device("meta"):
+        task = make_fake(make_task(model, spec.stage, variant), mode, None)
     with mode:
         data = make_batch(cfg, spec.stage, batch or spec.batch, "cuda", dtype)
     params = [p for p in task.parameters() if p.requires_grad]
-    return FakeStep(task, mode, (data, params), sum(p.numel() for p in model.parameters()),
+    model_buffers = {id(b) for b in model.buffers()}
+    state = [b for b in task.buffers() if id(b) not in model_buffers]
+    return FakeStep(task, mode, (data, params, state), sum(p.numel() for p in model.parameters()),
                     sum(p.numel() for p in params))
 
 
@@ -375,26 +452,87 @@ def max_batch(card_bytes: int, states: int, intercept: float, per_sample: float)
 
 
 # ----------------------------------------------------------------- measured CPU throughput
-def cpu_step(spec: StepSpec, variant: Variant, seed: int = 0) -> tuple[nn.Module, dict[str, torch.Tensor],
-                                                                        torch.optim.Optimizer]:
-    """The task, a CPU fp32 batch and AdamW for ``spec`` (use the tiny preset: this is real compute)."""
-    torch.manual_seed(seed)
-    cfg = step_config(spec, variant)
-    task = make_task(build_fiber(cfg, eager=variant.eager), spec.stage)
-    data = make_batch(cfg, spec.stage, spec.batch, "cpu", torch.float32, torch.Generator().manual_seed(seed))
-    optimizer = torch.optim.AdamW([p for p in task.parameters() if p.requires_grad], lr=1e-4)
-    return task, data, optimizer
+def deepspeed_rates(spec: StepSpec, variant: Variant, rounds: int, zero: int = 2) -> list[float]:
+    """Samples/s of the whole job (all ranks) for ``rounds`` training steps after one warm-up, on the trainer's
+    own path: its DeepSpeed config builder (fp32, ZeRO ``zero``, micro-batch ``spec.batch``), AdamW groups and
+    schedule, ``deepspeed.initialize``, then ``engine(batch)``, ``engine.backward``, ``engine.step``.
 
+    Joins the launcher's process group (``torchrun``) or makes a 1-rank gloo group. Each round is timed
+    between barriers (the slowest rank's step). The batch is a fixed CPU batch per rank (no data loading)."""
+    import deepspeed
+    import torch.distributed as dist
+    from deepspeed.utils import logger
 
-def samples_per_second(spec: StepSpec, variant: Variant, rounds: int = 5) -> list[float]:
-    """Samples/s of ``rounds`` full training steps (forward, backward, AdamW) on this CPU, after one warm-up."""
-    task, data, optimizer = cpu_step(spec, variant)
+    from fiber_fast.train.config import BatchSection, TrainConfig
+    from fiber_fast.train.distributed import rank, world_size
+    from fiber_fast.train.engine import deepspeed_config, init_distributed, seed_everything
+    from fiber_fast.train.optim import build_optimizer
+
+    logger.setLevel("WARNING")
+    init_distributed()
+    cfg = TrainConfig(stage=spec.stage, zero_stage=zero, batch=BatchSection(micro_batch=spec.batch))
+    seed_everything(cfg.seed)  # the same initial weights on every rank
+    model_cfg = step_config(spec, variant)
+    task = make_task(build_fiber(model_cfg, eager=variant.eager), spec.stage, variant)
+    optimizer, scheduler = build_optimizer(task.model, spec.stage, cfg.optim, rounds + 1)
+    engine, _, _, _ = deepspeed.initialize(model=task, optimizer=optimizer, lr_scheduler=scheduler,
+                                           config=deepspeed_config(cfg, None))
+    data = make_batch(model_cfg, spec.stage, spec.batch, "cpu", torch.float32,
+                      torch.Generator().manual_seed(rank()))
     rates = []
     for round_ in range(rounds + 1):
+        dist.barrier()
         start = time.perf_counter()
-        optimizer.zero_grad(set_to_none=True)
-        task(data)["loss"].backward()
-        optimizer.step()
+        engine.backward(engine(data)["loss"])
+        engine.step()
+        dist.barrier()
         if round_:
-            rates.append(spec.batch / (time.perf_counter() - start))
+            rates.append(spec.batch * world_size() / (time.perf_counter() - start))
     return rates
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """Measured samples/s of one DeepSpeed job: per-round ``rates``, torch threads per rank, and the 1-minute
+    load average of this machine before and after (other jobs share its cores)."""
+
+    rates: list[float]
+    threads: int
+    load_before: float
+    load_after: float
+
+
+def measure_throughput(kernel: str, provider: str, ranks: int, rounds: int, timeout: float = 1800) -> Throughput:
+    """``deepspeed_rates`` of ``CPU_STEPS[kernel]`` / ``VARIANTS[provider]`` in a fresh job: one process
+    (a 1-rank group), or ``ranks`` processes under ``torchrun`` (gloo; torchrun gives each 1 thread). A job
+    killed by a signal is run once more; any other failure raises ``RuntimeError`` with its output."""
+    if ranks < 1:
+        raise ValueError(f"ranks must be >= 1, got {ranks}")
+    if kernel not in CPU_STEPS or provider not in VARIANTS:
+        raise ValueError(f"kernel must be one of {sorted(CPU_STEPS)} and provider one of {sorted(VARIANTS)}, "
+                         f"got {kernel!r}, {provider!r}")
+    launcher = [sys.executable] if ranks == 1 else [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                                                     "--nproc_per_node", str(ranks)]
+    load_before = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "rates.json"
+        command = [*launcher, "-m", "bench.train_step", kernel, provider, str(rounds), str(out)]
+        run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        if run.returncode < 0:  # killed by a signal (seen once: SIGSEGV at start-up on the shared machine): rerun
+            run = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        if run.returncode != 0:
+            raise RuntimeError(f"throughput job failed ({run.returncode}): {run.stdout[-2000:]}{run.stderr[-3000:]}")
+        result = json.loads(out.read_text())
+    return Throughput(result["rates"], result["threads"], load_before, os.getloadavg()[0])
+
+
+def _main(argv: list[str]) -> None:
+    """``python -m bench.train_step KERNEL PROVIDER ROUNDS OUT.json`` (rank 0 writes the rates)."""
+    kernel, provider, rounds, out = argv
+    rates = deepspeed_rates(CPU_STEPS[kernel], VARIANTS[provider], int(rounds))
+    if int(os.environ.get("RANK", "0")) == 0:
+        Path(out).write_text(json.dumps({"rates": rates, "threads": torch.get_num_threads()}))
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1:])

@@ -85,9 +85,20 @@ def test_csv_contract_on_tiny_every_row(tmp_path: Path) -> None:
     assert {r["shape"] for r in rows if r["metric"] == "saved_bytes"} == {"coarse_b8", "fine_b1", "fine_b2"}
 
 
-def test_samples_per_second_is_a_rate() -> None:
-    rates = ts.samples_per_second(ts.StepSpec("k", "tiny", "coarse", 1), ts.VARIANTS["fused"], rounds=1)
-    assert len(rates) == 1 and 0 < rates[0] < 1e4
+@pytest.mark.slow
+def test_throughput_on_two_deepspeed_ranks() -> None:
+    """The measured rows' job: 2 gloo ranks under torchrun run the trainer's DeepSpeed ZeRO-2 engine; rank 0
+    reports one rate per round, 1 torch thread per rank."""
+    result = ts.measure_throughput("train_step_fine", "fused", ranks=2, rounds=2)
+    assert len(result.rates) == 2 and all(0 < rate < 1e4 for rate in result.rates)
+    assert result.threads == 1 and result.load_before >= 0
+
+
+def test_throughput_arguments_are_checked() -> None:
+    with pytest.raises(ValueError, match="ranks"):
+        ts.measure_throughput("train_step_fine", "fused", ranks=0, rounds=1)
+    with pytest.raises(ValueError, match="provider"):
+        ts.measure_throughput("train_step_fine", "nope", ranks=1, rounds=1)
 
 
 def test_exact_memory_repeatable_and_parts_add_up() -> None:
@@ -187,6 +198,47 @@ def test_text_checkpointing_keeps_only_layer_inputs() -> None:
     assert plain["text_layers"] > 0 and text["text_layers"] == 0
     assert 0 < text["fusion"] < plain["fusion"]  # the image->text branches in the Swin blocks remain
     assert text["mlp"] == plain["mlp"] > 0
+
+
+def test_fiber_schedule_computes_the_same_losses_and_gradients() -> None:
+    """FIBER's schedule (separate full passes) against CoarseTask (lower layers shared) on one eager tiny model:
+    the same objectives, so the memory comparison is between two ways of computing one step."""
+    spec = ts.StepSpec("k", "tiny", "coarse", 2)
+    cfg = ts.step_config(spec, ts.VARIANTS["eager"])
+    batch = ts.make_batch(cfg, "coarse", 2, "cpu", torch.float32, torch.Generator().manual_seed(5))
+    state = build_fiber(cfg, eager=True).state_dict()
+    results = []
+    for provider in ("eager", "fiber_schedule"):
+        model = build_fiber(cfg, eager=True)
+        model.load_state_dict(state)
+        task = ts.make_task(model, "coarse", ts.VARIANTS[provider])
+        torch.manual_seed(11)  # the same hard negatives and MLM masks
+        losses = task(batch)
+        losses["loss"].backward()
+        results.append((losses, {n: p.grad for n, p in model.named_parameters() if p.grad is not None}))
+    (shared, shared_grads), (fiber, fiber_grads) = results
+    assert isinstance(ts.make_task(build_fiber(cfg, eager=True), "coarse", ts.VARIANTS["fiber_schedule"]),
+                      ts.FiberScheduleTask)
+    for key in ("itc", "itm", "mlm", "loss"):
+        torch.testing.assert_close(fiber[key], shared[key], rtol=1e-5, atol=1e-6)
+    assert fiber_grads.keys() == shared_grads.keys()
+    for name, grad in shared_grads.items():
+        torch.testing.assert_close(fiber_grads[name], grad, rtol=1e-4, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")
+
+
+@pytest.mark.slow
+def test_queues_counted_at_the_peak() -> None:
+    """FIBER's raw-image queue (4096 images and their ids) and our embedding queue (4096 x E fp32 twice, ids,
+    pointer) are live through the step: the peak grows by at least their bytes."""
+    spec = ts.TINY_STEPS["coarse_b8"]
+    cfg = ts.step_config(spec, ts.VARIANTS["eager"])
+    height, width = ts.image_size(cfg, "coarse")
+    peak = {p: ts.exact_memory(spec, ts.VARIANTS[p], breakdown=False).peak
+            for p in ("eager", "eager_queue", "fiber_schedule", "fiber_schedule_queue")}
+    raw = ts.QUEUE_SLOTS * (3 * height * width * 4 + cfg.max_text_len * 8)
+    assert peak["fiber_schedule_queue"] - peak["fiber_schedule"] == raw
+    embeddings = ts.QUEUE_SLOTS * (2 * cfg.text.hidden_size * 4 + 8) + 8
+    assert embeddings <= peak["eager_queue"] - peak["eager"] < raw / 10
 
 
 def test_checkpointing_config_is_validated() -> None:
