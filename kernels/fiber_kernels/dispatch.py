@@ -13,6 +13,7 @@ Auto order (DESIGN §4): CUDA tensors on sm80+ → triton, cuda, torch; on sm70/
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -23,6 +24,8 @@ import torch
 from . import _extension
 
 BACKEND_NAMES = ("triton", "cuda", "cpp", "torch")
+CUDA_MAX_GRID_Y = 65535  # CUDA's limit on a launch grid's y (and z) dimension
+INT32_MAX = 2**31 - 1  # the largest row count a kernel that indexes rows with int32 takes
 ENV_VAR = "FIBER_KERNELS_BACKEND"
 
 
@@ -56,14 +59,58 @@ class DeviceInfo:
 ReasonsFn = Callable[..., list[str]]
 
 
+@dataclass(frozen=True)
+class BackendLimits:
+    """What one backend's kernels take, declared as data next to them (as xformers' operators declare
+    ``SUPPORTED_DTYPES`` / ``SUPPORTED_MAX_K``); the backend's dispatch reasons read these values and the
+    tests draw their cases from them (``tests/test_limits.py`` also compares them with the C++ constants).
+
+    ``None`` means no limit. ``gpu_*`` narrow ``dtypes`` / ``head_dims`` to what the compiled kernels run
+    well on a GPU (the Triton interpreter on the CPU takes every declared value).
+    """
+
+    dtypes: tuple[torch.dtype, ...] = (torch.float32, torch.float16, torch.bfloat16)
+    head_dims: tuple[int, ...] | None = None
+    max_window_tokens: int | None = None  # tokens of one attention window (Wh * Ww)
+    max_grid_y: int | None = None  # a CUDA launch grid's y dimension
+    max_rows: int | None = None  # rows the kernels index with int32
+    min_capability: tuple[int, int] | None = None  # compute capability on a GPU
+    gpu_dtypes: tuple[torch.dtype, ...] | None = None
+    gpu_head_dims: tuple[int, ...] | None = None
+
+    def head_dim_reasons(self, head_dim: int, label: str, suffix: str = "") -> list[str]:
+        """``[why]`` when ``head_dim`` is not declared (``label`` names it, e.g. "head dim D"), else ``[]``."""
+        if self.head_dims is None or head_dim in self.head_dims:
+            return []
+        return [f"{label} must be one of {self.head_dims}{suffix}, got {head_dim}"]
+
+    def window_reasons(self, tokens: int) -> list[str]:
+        """``[why]`` when a window of ``tokens`` tokens exceeds ``max_window_tokens``, else ``[]``."""
+        if self.max_window_tokens is None or tokens <= self.max_window_tokens:
+            return []
+        side = math.isqrt(self.max_window_tokens)
+        return [f"window of {tokens} tokens exceeds {self.max_window_tokens} ({side}x{side})"]
+
+    def capability_reasons(self, device: DeviceInfo) -> list[str]:
+        """``[why]`` for a GPU below ``min_capability`` (the Triton kernels need tensor cores), else ``[]``."""
+        if device.type != "cuda" or device.capability is None or self.min_capability is None:
+            return []
+        if device.capability >= self.min_capability:
+            return []
+        wanted = "".join(map(str, self.min_capability))
+        return [f"Triton has no tensor-core path below sm{wanted}, got sm{device.capability[0]}{device.capability[1]}"]
+
+
 @dataclass
 class Backend:
-    """One implementation of one op: ``impl`` runs it, ``reasons(device, **inputs)`` says why it can't."""
+    """One implementation of one op: ``impl`` runs it, ``reasons(device, **inputs)`` says why it can't,
+    ``limits`` what its kernels take (the data ``reasons`` reads; None for a backend without limits)."""
 
     op: str
     name: str
     impl: Callable[..., Any]
     reasons: ReasonsFn | None = None
+    limits: BackendLimits | None = None
 
     def not_supported_reasons(self, device: DeviceInfo, inputs: Mapping[str, Any] | None = None) -> list[str]:
         """Every reason this backend cannot serve a call on ``device`` with ``inputs`` (empty: it can)."""
@@ -81,11 +128,13 @@ class _Registry:
 _REGISTRY = _Registry()
 
 
-def register_backend(op: str, name: str, impl: Callable[..., Any], reasons: ReasonsFn | None = None) -> Backend:
-    """Register ``impl`` as backend ``name`` of ``op``; ``reasons(device, **inputs) -> list[str]``."""
+def register_backend(op: str, name: str, impl: Callable[..., Any], reasons: ReasonsFn | None = None,
+                     limits: BackendLimits | None = None) -> Backend:
+    """Register ``impl`` as backend ``name`` of ``op``; ``reasons(device, **inputs) -> list[str]``; ``limits``
+    the declared limits of its kernels."""
     if name not in BACKEND_NAMES:
         raise ValueError(f"backend name must be one of {BACKEND_NAMES}, got {name!r}")
-    backend = Backend(op, name, impl, reasons)
+    backend = Backend(op, name, impl, reasons, limits)
     _REGISTRY.ops.setdefault(op, {})[name] = backend
     return backend
 
@@ -190,3 +239,11 @@ GENERIC_REASONS: dict[str, Callable[[str, DeviceInfo], list[str]]] = {
     "cpp": lambda op, device: _compiled_reasons(op, device, "cpu"),
     "torch": lambda op, device: [],
 }
+
+
+def pick_launcher(op: str, launchers: Mapping[str, Any], name: object) -> Any:
+    """``launchers[name]``: an op's launcher table (backend name -> launchers) refuses any other name with a
+    ``ValueError`` naming the known ones (a typo must not fall through to some default backend)."""
+    if not isinstance(name, str) or name not in launchers:
+        raise ValueError(f"{op}: backend must be one of {tuple(launchers)}, got {name!r}")
+    return launchers[name]

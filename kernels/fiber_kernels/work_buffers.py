@@ -9,6 +9,7 @@ tensors run an op's fake implementation and never see its launcher's buffers).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -35,6 +36,6 @@ class WorkBuffer:
         return buffer if self.fill is None else buffer.fill_(self.fill)
 
 
-def total_bytes(buffers: tuple[WorkBuffer, ...] | list[WorkBuffer]) -> int:
+def total_bytes(buffers: Iterable[WorkBuffer]) -> int:
     """Bytes of ``buffers`` together (all alive at once)."""
     return sum(buffer.nbytes for buffer in buffers)
