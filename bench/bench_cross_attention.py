@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import torch
 from fiber_kernels.cross_attention import cross_attention
-from fiber_kernels.cross_attention.triton_attention import backward_temporaries
+from fiber_kernels.cross_attention.triton_attention import work_buffers
 from fiber_kernels.modules.fusion import ImageToTextFusion, TextToImageFusion
+from fiber_kernels.work_buffers import total_bytes
 
 from bench.attention_cores import (
     eager_cross_attention,
@@ -106,14 +107,15 @@ def core_flops(B: int, H: int, Nq: int, Nk: int, D: int) -> dict[str, float]:
 def attention_temporaries(shape: Shape, device: torch.device, dtype: torch.dtype) -> tuple[str, int]:
     """What the fused attention's backward custom op allocates and frees inside itself, which fake tensors
     cannot see (they run the op's fake impl): a description and the bytes live at once, from the launcher's
-    config and split plan for this shape (``triton_attention.backward_temporaries``)."""
+    config and split plan for this shape (``triton_attention.work_buffers``)."""
     B, Bk, H, Nq, Nk, D, _ = _dims(shape)
-    temporaries = backward_temporaries((B, H, Nq, D), (Bk, H, Nk, D), dtype, device)
-    parts = [f"fp32 delta {temporaries.delta} B"]
-    if temporaries.splits > 1:
-        parts += [f"fp32 dk/dv partials ({temporaries.splits} splits) {temporaries.partials} B",
-                  f"one fp32 partial sum {temporaries.partial_sum} B"]
-    return ", ".join(parts), temporaries.peak
+    buffers = {buffer.name: buffer for buffer in work_buffers((B, H, Nq, D), (Bk, H, Nk, D), dtype, device)}
+    parts = [f"fp32 delta {buffers['delta'].nbytes} B"]
+    if "dk_part" in buffers:
+        partials = buffers["dk_part"].nbytes + buffers["dv_part"].nbytes
+        parts += [f"fp32 dk/dv partials ({buffers['dk_part'].shape[0]} splits) {partials} B",
+                  f"one fp32 partial sum {buffers['partial_sum'].nbytes} B"]
+    return ", ".join(parts), total_bytes(buffers.values())
 
 
 def build_core(provider: str, shape: Shape, device: torch.device, dtype: torch.dtype) -> Case:

@@ -15,7 +15,6 @@ from fiber_kernels.cross_attention.function import (
     gated_residual_linear_op,
 )
 from fiber_kernels.cross_attention.reference import cross_attention_reference, gated_residual_linear_reference
-from fiber_kernels.testing import emu
 from fiber_kernels.testing.numerics import assert_close_to_reference
 
 from ._cases import fresh, make_mask, make_qkv
@@ -23,16 +22,11 @@ from ._cases import fresh, make_mask, make_qkv
 ATOL = 1e-5
 
 
-@pytest.fixture(scope="module")
-def emu_ops():
-    return emu.build("cross_attention", ["csrc/cross_attention/cross_attention_emu.cpp"])
-
-
 @pytest.fixture
-def emulated(monkeypatch, emu_ops):
+def emulated(monkeypatch, ops):
     """``cuda.py`` launches ``torch.ops.fiber_kernels_C`` by default; here its default is the emulation."""
-    monkeypatch.setattr(cuda, "_ops", lambda ops: emu_ops if ops is None else ops)
-    return emu_ops
+    monkeypatch.setattr(cuda, "_ops", lambda given: ops if given is None else given)
+    return ops
 
 
 def _attention_grads(q, k, v, mask, grad, op):

@@ -44,11 +44,6 @@ def mangled(kernel: str, type_code: str, head_dim: int | None) -> str:
     return f"_ZN13fiber_kernels15cross_attention{len(kernel)}{kernel}{args}"
 
 
-@pytest.fixture(scope="module")
-def ops():
-    return emu.build("cross_attention", ["csrc/cross_attention/cross_attention_emu.cpp"])
-
-
 @pytest.mark.compile
 @pytest.mark.parametrize("arch", [70, 80, 90])
 def test_kernels_compile_without_spills_within_the_shared_memory_limit(ops, arch):

@@ -9,7 +9,6 @@ import pytest
 import torch
 from fiber_kernels.cross_attention import cuda, triton_attention
 from fiber_kernels.cross_attention.reference import cross_attention_reference
-from fiber_kernels.testing import emu
 from fiber_kernels.testing.numerics import assert_close_to_reference
 
 from ._cases import fresh, make_mask, make_qkv
@@ -26,11 +25,6 @@ SHAPES = [
 DTYPES = [pytest.param(torch.float32, id="fp32"), pytest.param(torch.float16, id="fp16"),
           pytest.param(torch.bfloat16, id="bf16")]
 ATOL = 1e-5  # slack where PyTorch is exact (Nk = 1: dq is exactly 0; the kernel recomputes p = exp(s - lse))
-
-
-@pytest.fixture(scope="module")
-def ops():
-    return emu.build("cross_attention", ["csrc/cross_attention/cross_attention_emu.cpp"])
 
 
 def _eager(q, k, v, mask, grad):

@@ -9,17 +9,11 @@ import pytest
 import torch
 from fiber_kernels.cross_attention import cuda
 from fiber_kernels.cross_attention.reference import gated_residual_linear_reference
-from fiber_kernels.testing import emu
 from fiber_kernels.testing.numerics import assert_close_to_reference
 
 DTYPES = [pytest.param(torch.float32, id="fp32"), pytest.param(torch.float16, id="fp16"),
           pytest.param(torch.bfloat16, id="bf16")]
 ATOL = 1e-5
-
-
-@pytest.fixture(scope="module")
-def ops():
-    return emu.build("cross_attention", ["csrc/cross_attention/cross_attention_emu.cpp"])
 
 
 def _inputs(rows: int, in_features: int, out_features: int, bias: bool):

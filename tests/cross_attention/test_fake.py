@@ -16,7 +16,7 @@ from fiber_kernels.cross_attention.function import (
 from fiber_kernels.modules.fusion import ImageToTextFusion, TextToImageFusion
 from fiber_kernels.testing.memory import fake_cuda, peak_bytes, saved_bytes
 
-from .test_fusion_modules import FiberImageToText, FiberTextToImage
+from .test_modules import FiberImageToText, FiberTextToImage
 
 
 def test_cross_attention_traces_on_fake_cuda_at_fiber_coarse_shape():

@@ -13,7 +13,7 @@ from fiber_kernels.cross_attention import cross_attention, gated_residual_linear
 from fiber_kernels.modules.fusion import ImageToTextFusion, TextToImageFusion
 from fiber_kernels.testing.numerics import assert_close_to_reference
 
-from .test_fusion_modules import FiberImageToText, FiberTextToImage, _randomize
+from .test_modules import FiberImageToText, FiberTextToImage, _randomize
 
 
 def _bias_base(layout: str, out_features: int, values: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -163,24 +163,18 @@ def test_item10_fusion_constructors_raise_value_and_type_errors():
 
 # ---- item 7: the C++ launchers check devices and the scale themselves ---------------------------------
 
-@pytest.fixture(scope="module")
-def emu_ops():
-    from fiber_kernels.testing import emu
 
-    return emu.build("cross_attention", ["csrc/cross_attention/cross_attention_emu.cpp"])
-
-
-def test_item7_cuda_launchers_reject_tensors_on_another_device(emu_ops):
+def test_item7_cuda_launchers_reject_tensors_on_another_device(ops):
     """Item 7: the launchers behind ``torch.ops.fiber_kernels_C`` read every pointer they get; a tensor on
     another device (here meta, through the pybind binding the dispatcher cannot reroute) must raise."""
     q = torch.randn(2, 1, 3, 32)
     mask = torch.zeros(2, 3, dtype=torch.bool, device="meta")
     with pytest.raises(RuntimeError, match="cross_attention_fwd: key_padding_mask must be on cpu"):
-        emu_ops.cross_attention_fwd(q, q, q, mask, 0.2, seed=0)
+        ops.cross_attention_fwd(q, q, q, mask, 0.2, seed=0)
     with pytest.raises(RuntimeError, match="cross_attention_fwd: scale must be a finite float > 0, got nan"):
-        emu_ops.cross_attention_fwd(q, q, q, None, float("nan"), seed=0)
+        ops.cross_attention_fwd(q, q, q, None, float("nan"), seed=0)
     x, w = torch.randn(3, 8), torch.randn(8, 8)
     with pytest.raises(RuntimeError, match="gated_residual_linear_fwd: bias must be on cpu"):
-        emu_ops.gated_residual_linear_fwd(x, x, w, torch.zeros(8, device="meta"), torch.ones(1), seed=0)
+        ops.gated_residual_linear_fwd(x, x, w, torch.zeros(8, device="meta"), torch.ones(1), seed=0)
     with pytest.raises(RuntimeError, match="gated_residual_linear_bwd: gate must be on cpu"):
-        emu_ops.gated_residual_linear_bwd(x, x, w, torch.ones(1, device="meta"), seed=0)
+        ops.gated_residual_linear_bwd(x, x, w, torch.ones(1, device="meta"), seed=0)

@@ -159,3 +159,14 @@ def test_triton_declines_exact_fp32_on_gpus_and_sm70(op, inputs):
         assert dispatch.select_backend(op, dispatch.DeviceInfo("cpu"), "auto", inputs=inputs).name == "torch"
     finally:
         torch.backends.cuda.matmul.allow_tf32 = previous
+
+
+def test_launcher_tables_refuse_unknown_backend_names() -> None:
+    from fiber_kernels.cross_attention.function import cross_attention_op, gated_residual_linear_op
+
+    q = torch.randn(1, 1, 4, 32)
+    with pytest.raises(ValueError, match=r"cross_attention: backend must be one of \('triton', 'cuda'\), got 'trtion'"):
+        cross_attention_op(q, q, q, None, 0.1, "trtion")
+    x, weight = torch.randn(3, 8), torch.randn(8, 8)
+    with pytest.raises(ValueError, match=r"gated_residual_linear: backend must be one of \('triton', 'cuda'\)"):
+        gated_residual_linear_op(x, x, weight, None, torch.ones(1), "identity", "cpp")

@@ -13,23 +13,18 @@ import torch
 from .. import dispatch
 from .._autocast import autocast_dtype, cast_floats
 from .._validate import FLOAT_DTYPES, check_choice, check_same_device, check_same_dtype, check_scale, check_tensor
-from . import cuda
+from . import cuda, triton_attention, triton_linear
 from .checks import check_cross_attention
 from .composite import cross_attention_composite
 from .function import cross_attention_op, gated_residual_linear_op
 from .reference import GATES, gated_residual_linear_reference
-from .triton_attention import HEAD_DIMS
-
-MAX_GRID_Y = 65535  # CUDA's limit on a launch grid's y dimension
 
 
-def _gpu_reasons(device: dispatch.DeviceInfo, dtype: torch.dtype) -> list[str]:
-    """Limits of the Triton kernels on a GPU: tensor cores (sm80+), and TF32 for fp32 inputs."""
-    reasons = []
+def _gpu_reasons(device: dispatch.DeviceInfo, dtype: torch.dtype, limits: dispatch.BackendLimits) -> list[str]:
+    """Limits of the Triton kernels on a GPU: tensor cores (``limits.min_capability``), and TF32 for fp32 inputs."""
     if device.type != "cuda":
-        return reasons
-    if device.capability is not None and device.capability < (8, 0):
-        reasons.append(f"Triton has no tensor-core path below sm80, got sm{device.capability[0]}{device.capability[1]}")
+        return []
+    reasons = limits.capability_reasons(device)
     if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
         reasons.append("fp32 inputs with torch.backends.cuda.matmul.allow_tf32 = False need exact fp32 FMA math, "
                        "which spills in these tiles on sm80/sm90; set it to True for the TF32 tensor-core kernels")
@@ -37,20 +32,20 @@ def _gpu_reasons(device: dispatch.DeviceInfo, dtype: torch.dtype) -> list[str]:
 
 
 def _attention_triton_reasons(device: dispatch.DeviceInfo, q: torch.Tensor, **_: object) -> list[str]:
-    reasons = []
-    if q.shape[-1] not in HEAD_DIMS:
-        reasons.append(f"head dim D must be one of {HEAD_DIMS}, got {q.shape[-1]}")
-    if device.type == "cuda" and q.shape[0] * q.shape[1] > MAX_GRID_Y:
-        reasons.append(f"B * H must be <= {MAX_GRID_Y} on a GPU (the grid's y dimension of the backward "
+    limits = triton_attention.LIMITS
+    reasons = limits.head_dim_reasons(q.shape[-1], "head dim D")
+    if device.type == "cuda" and q.shape[0] * q.shape[1] > limits.max_grid_y:
+        reasons.append(f"B * H must be <= {limits.max_grid_y} on a GPU (the grid's y dimension of the backward "
                        f"preprocess kernel), got {q.shape[0] * q.shape[1]}")
-    return reasons + _gpu_reasons(device, q.dtype) + dispatch.triton_dtype_reasons(device, q.dtype)
+    return reasons + _gpu_reasons(device, q.dtype, limits) + dispatch.triton_dtype_reasons(device, q.dtype)
 
 
 def _attention_triton(q, k, v, key_padding_mask, scale):
     return cross_attention_op(q, k, v, key_padding_mask, scale)[0]
 
 
-dispatch.register_backend("cross_attention", "triton", _attention_triton, _attention_triton_reasons)
+dispatch.register_backend("cross_attention", "triton", _attention_triton, _attention_triton_reasons,
+                          triton_attention.LIMITS)
 
 
 def _attention_cuda_reasons(device: dispatch.DeviceInfo, q: torch.Tensor, k: torch.Tensor, **_: object) -> list[str]:
@@ -61,8 +56,8 @@ def _attention_cuda(q, k, v, key_padding_mask, scale):
     return cross_attention_op(q, k, v, key_padding_mask, scale, "cuda")[0]
 
 
-dispatch.register_backend("cross_attention", "cuda", _attention_cuda, _attention_cuda_reasons)
-dispatch.register_backend("cross_attention", "torch", cross_attention_composite)
+dispatch.register_backend("cross_attention", "cuda", _attention_cuda, _attention_cuda_reasons, cuda.LIMITS)
+dispatch.register_backend("cross_attention", "torch", cross_attention_composite, limits=dispatch.BackendLimits())
 
 
 def cross_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor | None = None,
@@ -116,10 +111,11 @@ def _linear_triton(x, a, weight, bias, alpha, gate):
 
 
 def _linear_triton_reasons(device: dispatch.DeviceInfo, x: torch.Tensor, **_: object) -> list[str]:
-    return _gpu_reasons(device, x.dtype) + dispatch.triton_dtype_reasons(device, x.dtype)
+    return _gpu_reasons(device, x.dtype, triton_linear.LIMITS) + dispatch.triton_dtype_reasons(device, x.dtype)
 
 
-dispatch.register_backend("gated_residual_linear", "triton", _linear_triton, _linear_triton_reasons)
+dispatch.register_backend("gated_residual_linear", "triton", _linear_triton, _linear_triton_reasons,
+                          triton_linear.LIMITS)
 
 
 def _linear_cuda(x, a, weight, bias, alpha, gate):
@@ -128,8 +124,9 @@ def _linear_cuda(x, a, weight, bias, alpha, gate):
     return out.view(x.shape)
 
 
-dispatch.register_backend("gated_residual_linear", "cuda", _linear_cuda)
-dispatch.register_backend("gated_residual_linear", "torch", gated_residual_linear_reference)
+dispatch.register_backend("gated_residual_linear", "cuda", _linear_cuda, limits=cuda.LINEAR_LIMITS)
+dispatch.register_backend("gated_residual_linear", "torch", gated_residual_linear_reference,
+                          limits=dispatch.BackendLimits())
 
 
 def gated_residual_linear(x: torch.Tensor, a: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,

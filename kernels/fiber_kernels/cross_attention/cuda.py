@@ -17,12 +17,15 @@ from typing import Any
 
 import torch
 
+from .. import dispatch
 from .._validate import FLOAT_DTYPES, check_same_device, check_same_dtype, check_scale, check_tensor
 from .checks import Q_SHAPE, check_cross_attention
 
-HEAD_DIMS = (32, 64, 128)
-MAX_KEY_BATCH_HEADS = 65535  # Bk * H is the grid's y dimension
-MAX_ROWS = 2**31 - 1  # the kernels index the G * Nq shared query rows and the Nk keys with int32
+# What csrc/cross_attention takes (tests/test_limits.py: the same as the C++ checks of cross_attention_launch.h):
+# Bk * H is the grid's y dimension; the kernels index the G * Nq shared query rows and the Nk keys with int32.
+LIMITS = dispatch.BackendLimits(head_dims=(32, 64, 128), max_grid_y=dispatch.CUDA_MAX_GRID_Y,
+                                max_rows=dispatch.INT32_MAX)
+LINEAR_LIMITS = dispatch.BackendLimits()
 
 
 def _ops(ops: Any) -> Any:
@@ -35,16 +38,14 @@ def unsupported_shape_reasons(q_shape: Sequence[int], k_shape: Sequence[int]) ->
     The dispatcher reports these for the ``cuda`` backend; :func:`forward` / :func:`backward` raise the first."""
     batch, _, seqlen_q, head_dim = q_shape
     key_batches, heads, seqlen_k, _ = k_shape
-    problems = []
-    if head_dim not in HEAD_DIMS:
-        problems.append(f"head dim D must be one of {HEAD_DIMS} for the CUDA kernels, got {head_dim}")
-    if key_batches * heads > MAX_KEY_BATCH_HEADS:
-        problems.append(f"Bk * H must be <= {MAX_KEY_BATCH_HEADS} for the CUDA kernels (the grid's y dimension), "
+    problems = LIMITS.head_dim_reasons(head_dim, "head dim D", " for the CUDA kernels")
+    if key_batches * heads > LIMITS.max_grid_y:
+        problems.append(f"Bk * H must be <= {LIMITS.max_grid_y} for the CUDA kernels (the grid's y dimension), "
                         f"got {key_batches * heads}")
     shared_rows = batch // key_batches * seqlen_q
-    if shared_rows > MAX_ROWS or seqlen_k > MAX_ROWS:
-        problems.append(f"the shared query rows (B // Bk) * Nq and the keys Nk must be <= {MAX_ROWS} for the CUDA "
-                        f"kernels (int32 row indices), got {shared_rows} and {seqlen_k}")
+    if shared_rows > LIMITS.max_rows or seqlen_k > LIMITS.max_rows:
+        problems.append(f"the shared query rows (B // Bk) * Nq and the keys Nk must be <= {LIMITS.max_rows} for the "
+                        f"CUDA kernels (int32 row indices), got {shared_rows} and {seqlen_k}")
     return problems
 
 

@@ -12,10 +12,12 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import register_flop_formula
 
+from ..dispatch import pick_launcher
 from . import cuda, triton_attention, triton_linear
 from .reference import gate_value
 
-# Launchers by backend: the same contract (cuda.py mirrors triton_attention.py / triton_linear.py).
+# Launchers by backend: the same contract (cuda.py mirrors triton_attention.py / triton_linear.py); any other
+# name is refused (dispatch.pick_launcher).
 ATTENTION_LAUNCHERS = {"triton": (triton_attention.cross_attention_fwd, triton_attention.cross_attention_bwd),
                        "cuda": (cuda.forward, cuda.backward)}
 LINEAR_LAUNCHERS = {"triton": (triton_linear.gated_linear_fwd, triton_linear.gated_linear_bwd),
@@ -26,7 +28,7 @@ LINEAR_LAUNCHERS = {"triton": (triton_linear.gated_linear_fwd, triton_linear.gat
 def cross_attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor | None,
                        scale: float, launcher: str = "triton") -> tuple[torch.Tensor, torch.Tensor]:
     """Grouped cross-attention forward: ``(out (B, H, Nq, D), lse (B, H, Nq) fp32)``."""
-    return ATTENTION_LAUNCHERS[launcher][0](q, k, v, key_padding_mask, scale)
+    return pick_launcher("cross_attention", ATTENTION_LAUNCHERS, launcher)[0](q, k, v, key_padding_mask, scale)
 
 
 @cross_attention_op.register_fake
@@ -42,7 +44,8 @@ def cross_attention_backward_op(grad_out: torch.Tensor, q: torch.Tensor, k: torc
                                 scale: float,
                                 launcher: str = "triton") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """dq, dk, dv of ``fiber_kernels::cross_attention`` (dk/dv summed over the query groups sharing keys)."""
-    return ATTENTION_LAUNCHERS[launcher][1](grad_out, q, k, v, out, lse, key_padding_mask, scale)
+    backward = pick_launcher("cross_attention", ATTENTION_LAUNCHERS, launcher)[1]
+    return backward(grad_out, q, k, v, out, lse, key_padding_mask, scale)
 
 
 @cross_attention_backward_op.register_fake
@@ -72,7 +75,7 @@ def gated_residual_linear_op(x: torch.Tensor, a: torch.Tensor, weight: torch.Ten
                              alpha: torch.Tensor, gate: str, launcher: str = "triton") -> torch.Tensor:
     """``x + g(alpha) * (a @ weightᵀ + bias)`` for 2-D x ``(M, O)`` and a ``(M, I)``."""
     gate_tensor = gate_value(alpha.detach(), gate).to(torch.float32).reshape(1)
-    return LINEAR_LAUNCHERS[launcher][0](x, a, weight, bias, gate_tensor)
+    return pick_launcher("gated_residual_linear", LINEAR_LAUNCHERS, launcher)[0](x, a, weight, bias, gate_tensor)
 
 
 @gated_residual_linear_op.register_fake
@@ -89,7 +92,8 @@ def gated_residual_linear_backward_op(grad_out: torch.Tensor, a: torch.Tensor, w
     alpha32 = alpha.detach().to(torch.float32)
     gate32 = gate_value(alpha32, gate).reshape(1)
     gate_slope = 1.0 - gate32 * gate32 if gate == "tanh" else torch.ones_like(gate32)
-    grad_a, outer = LINEAR_LAUNCHERS[launcher][1](grad_out, a, weight, gate32)
+    backward = pick_launcher("gated_residual_linear", LINEAR_LAUNCHERS, launcher)[1]
+    grad_a, outer = backward(grad_out, a, weight, gate32)
     column_sum = grad_out.sum(0, dtype=torch.float32)
     projected = (outer * weight).sum(dtype=torch.float32)
     if bias is not None:

@@ -12,15 +12,15 @@ contiguous split of the shared query rows; splits > 1 write fp32 partials summed
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
 
 import torch
 import triton
 import triton.language as tl
 
+from ..dispatch import CUDA_MAX_GRID_Y, BackendLimits
+from ..work_buffers import WorkBuffer
 from .reference import MASK_VALUE
 
 LOG2E = 1.4426950408889634
@@ -28,6 +28,8 @@ LOG2E = 1.4426950408889634
 LOG2E_C = tl.constexpr(LOG2E)
 MASK_VALUE_LOG2 = tl.constexpr(MASK_VALUE * LOG2E)
 HEAD_DIMS = (32, 64, 128)
+# B * H is the grid's y dimension of the backward preprocess kernel on a GPU; tensor cores from sm80.
+LIMITS = BackendLimits(head_dims=HEAD_DIMS, max_grid_y=CUDA_MAX_GRID_Y, min_capability=(8, 0))
 
 
 @dataclass(frozen=True)
@@ -358,33 +360,25 @@ def dkdv_plan(q_shape: Sequence[int], k_shape: Sequence[int], config: AttentionC
     return triton.cdiv(shared_rows, rows_per_split), rows_per_split
 
 
-class BackwardTemporaries(NamedTuple):
-    """What :func:`cross_attention_bwd` allocates and frees inside itself, in bytes (fake tensors run the
-    custom op's fake impl and never see these; memory benchmarks add them from here)."""
-
-    splits: int       # slices of the shared query rows the dk/dv kernel sums separately
-    delta: int        # fp32 rowsum(dO * O), (B, H, Nq)
-    partials: int     # fp32 dk and dv partials, 2 x (splits, Bk, H, Nk, D); 0 when splits == 1
-    partial_sum: int  # the fp32 (Bk, H, Nk, D) sum of one partial, before its copy into dk or dv
-
-    @property
-    def peak(self) -> int:
-        """Bytes of them live at once (all, while the dv partials are summed), besides inputs and dq, dk, dv."""
-        return self.delta + self.partials + self.partial_sum
-
-
-def backward_temporaries(q_shape: Sequence[int], k_shape: Sequence[int], dtype: torch.dtype,
-                         device: torch.device) -> BackwardTemporaries:
-    """The temporaries of :func:`cross_attention_bwd` for q ``(B, H, Nq, D)`` and k ``(Bk, H, Nk, D)`` of
-    ``dtype`` on ``device`` (the launcher's dk/dv config and split plan for them)."""
+def work_buffers(q_shape: Sequence[int], k_shape: Sequence[int], dtype: torch.dtype, device: torch.device,
+                 splits: int | None = None) -> tuple[WorkBuffer, ...]:
+    """What :func:`cross_attention_bwd` allocates and frees inside itself for q ``(B, H, Nq, D)`` and k
+    ``(Bk, H, Nk, D)`` of ``dtype`` on ``device`` (the launcher's dk/dv config and split plan for them;
+    ``splits`` as the launcher's argument):
+    ``delta`` fp32 ``rowsum(dO * O)`` ``(B, H, Nq)``; with more than one split the fp32 partials ``dk_part`` /
+    ``dv_part`` ``(splits, Bk, H, Nk, D)`` and ``partial_sum``, the fp32 ``(Bk, H, Nk, D)`` sum of one partial
+    before its copy into dk or dv. All are alive at once (while the dv partials are summed), so
+    ``work_buffers.total_bytes`` of them is the launcher's peak besides its inputs and dq, dk, dv (fake
+    tensors run the custom op's fake impl and never see these; memory benchmarks add them from here)."""
     batch, heads, seqlen_q, head_dim = q_shape
-    key_elements = math.prod(k_shape)
-    splits, _ = dkdv_plan(q_shape, k_shape, attention_config("dkdv", head_dim, dtype, device))
-    fp32 = 4
+    splits, _ = dkdv_plan(q_shape, k_shape, attention_config("dkdv", head_dim, dtype, device), splits)
+    fp32 = torch.float32
+    delta = WorkBuffer("delta", (batch, heads, seqlen_q), fp32)
     if splits == 1:
-        return BackwardTemporaries(1, batch * heads * seqlen_q * fp32, 0, 0)
-    return BackwardTemporaries(splits, batch * heads * seqlen_q * fp32, 2 * splits * key_elements * fp32,
-                               key_elements * fp32)
+        return (delta,)
+    partial = (splits, *k_shape)
+    return (delta, WorkBuffer("dk_part", partial, fp32), WorkBuffer("dv_part", partial, fp32),
+            WorkBuffer("partial_sum", tuple(k_shape), fp32))
 
 
 def cross_attention_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -421,7 +415,8 @@ def cross_attention_bwd(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor
     has_mask = key_padding_mask is not None
 
     lse = lse.contiguous()  # (B, H, Nq): the kernels index it by row
-    delta = torch.empty(batch, heads, seqlen_q, device=q.device, dtype=torch.float32)
+    buffers = {buffer.name: buffer for buffer in work_buffers(q.shape, k.shape, q.dtype, q.device, splits)}
+    delta = buffers["delta"].allocate(q.device)
     _cross_attention_bwd_preprocess_kernel[(triton.cdiv(seqlen_q, PREPROCESS_BLOCK_M), batch * heads)](
         out, grad_out, delta, *out.stride(), *grad_out.stride(), heads, seqlen_q,
         HEAD_DIM=head_dim, BLOCK_M=PREPROCESS_BLOCK_M, ALIGNED=strides_aligned(out, grad_out),
@@ -445,8 +440,8 @@ def cross_attention_bwd(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor
         dk, dv = torch.empty_like(k), torch.empty_like(v)
         dk_target, dv_target = dk.unsqueeze(0), dv.unsqueeze(0)
     else:
-        dk_target = torch.empty(splits, *k.shape, device=k.device, dtype=torch.float32)
-        dv_target = torch.empty(splits, *v.shape, device=v.device, dtype=torch.float32)
+        dk_target = buffers["dk_part"].allocate(k.device)
+        dv_target = buffers["dv_part"].allocate(v.device)
     _cross_attention_bwd_dkdv_kernel[(num_key_blocks, key_batches * heads, splits)](
         q, k, v, mask, grad_out, lse, delta, dk_target, dv_target,
         *q.stride(), *k.stride(), *v.stride(), stride_mb, stride_mn, *grad_out.stride(),

@@ -16,7 +16,10 @@ import torch
 import triton
 import triton.language as tl
 
+from ..dispatch import BackendLimits
 from .triton_attention import dot_precision
+
+LIMITS = BackendLimits(min_capability=(8, 0))  # tensor cores from sm80; any dtype of the op, any size
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ import torch
 from fiber_kernels.cross_attention import cross_attention, cross_attention_reference, triton_attention
 from fiber_kernels.testing.memory import peak_bytes
 from fiber_kernels.testing.numerics import assert_close_to_reference
+from fiber_kernels.work_buffers import total_bytes
 
 from ._cases import fresh, make_mask, make_qkv
 
@@ -132,8 +133,8 @@ class _NoLaunch:
     pytest.param(8, 2, 2, 144, 40, 32, torch.float16, True, id="split-partials-fp16"),
     pytest.param(2, 2, 3, 40, 70, 64, torch.float32, False, id="one-split-fp32"),
 ])
-def test_backward_temporaries_are_what_the_launcher_allocates(monkeypatch, B, Bk, H, Nq, Nk, D, dtype, split):
-    """``backward_temporaries`` (what memory benchmarks add to fake-tensor peaks) equals the peak bytes the
+def test_work_buffers_are_what_the_launcher_allocates(monkeypatch, B, Bk, H, Nq, Nk, D, dtype, split):
+    """``work_buffers`` (what memory benchmarks add to fake-tensor peaks) sum to the peak bytes the
     backward launcher holds besides its inputs and dq, dk, dv, measured on its real allocations."""
     for name in ("_cross_attention_bwd_preprocess_kernel", "_cross_attention_bwd_dq_kernel",
                  "_cross_attention_bwd_dkdv_kernel"):
@@ -149,9 +150,10 @@ def test_backward_temporaries_are_what_the_launcher_allocates(monkeypatch, B, Bk
 
     peak = peak_bytes(launch, *inputs, token)
     nbytes = sum(t.untyped_storage().nbytes() for t in (*inputs, token, *grads))
-    temporaries = triton_attention.backward_temporaries(q.shape, k.shape, dtype, q.device)
-    assert (temporaries.splits > 1) == split and (temporaries.partials > 0) == split
-    assert peak - nbytes == temporaries.peak
+    buffers = triton_attention.work_buffers(q.shape, k.shape, dtype, q.device)
+    names = [buffer.name for buffer in buffers]
+    assert names == (["delta", "dk_part", "dv_part", "partial_sum"] if split else ["delta"])
+    assert peak - nbytes == total_bytes(buffers)
 
 
 def test_lse_is_saved_and_inf_for_rows_without_keys():
