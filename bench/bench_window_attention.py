@@ -13,7 +13,7 @@ Saved/peak bytes are exact on fake CUDA bf16 tensors; GPU times are roofline pro
 Notes on the fused rows: ``saved_bytes``/``peak_bytes`` count the tensors the op returns and saves
 (qkv, table, bias, output, row log-sum-exp): on fake tensors the custom ops run their fake
 implementations, so what the launchers allocate inside them is not seen. Each row's note gives those
-bytes exactly, from the launcher's own plan (``triton_bwd.backward_plan``, the shapes it allocates):
+bytes exactly, from the launcher's own plan (``triton_bwd.work_buffers``, the shapes it allocates):
 the forward's dense bias ``(nH, N, block_n)``; the backward's dense bias and its transpose, ``delta``
 ``(B, H, W, nH)`` fp32, the deterministic table-gradient partials ``(num_splits, nH, N, N)`` fp32,
 the qkv-bias partials and the fp32 sums before the cast to bf16. All of the backward's are alive
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import torch
 from fiber_kernels.window_attention import window_attention, window_attention_reference, window_attention_sdpa
+from fiber_kernels.window_attention.geometry import WindowGeometry
 from fiber_kernels.window_attention.reference import (
     merge_windows,
     relative_position_index,
@@ -31,7 +32,8 @@ from fiber_kernels.window_attention.reference import (
     split_heads,
     windows_of_qkv,
 )
-from fiber_kernels.window_attention.triton_bwd import backward_plan
+from fiber_kernels.window_attention.triton_bwd import work_buffers
+from fiber_kernels.work_buffers import total_bytes
 
 from bench.attention_cores import xformers_attention, xformers_reason
 from bench.harness import (
@@ -158,10 +160,12 @@ def build(provider: str, shape: Shape, device: torch.device, dtype: torch.dtype)
 
 def _work_bytes_note(qkv_shape: tuple[int, ...], heads: int, window: int, dtype: torch.dtype) -> str:
     """Exact bytes the Triton launchers allocate inside the custom ops (unseen on fake tensors)."""
-    work = backward_plan(tuple(qkv_shape), heads, (window, window), dtype, has_qkv_bias=True).buffer_bytes()
-    parts = ", ".join(f"{name} {size}" for name, size in work.items())
-    return (f"inside the ops, not in saved/peak_bytes: forward {work['rpb']} B (dense bias); "
-            f"backward {sum(work.values())} B ({parts})")
+    geometry = WindowGeometry.of(qkv_shape, heads, (window, window), (0, 0), 1.0, -100.0, False)
+    work = work_buffers(geometry, dtype, has_qkv_bias=True)
+    parts = ", ".join(f"{buffer.name} {buffer.nbytes}" for buffer in work)
+    dense_bias = next(buffer for buffer in work if buffer.name == "rpb")
+    return (f"inside the ops, not in saved/peak_bytes: forward {dense_bias.nbytes} B (dense bias); "
+            f"backward {total_bytes(work)} B ({parts})")
 
 
 WINDOW_ATTENTION = KernelBench("window_attention", PROVIDERS, SHAPES, build)

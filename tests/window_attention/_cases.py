@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from fiber_kernels.window_attention.geometry import WindowGeometry
 
 
 @dataclass(frozen=True)
@@ -25,6 +26,12 @@ class Case:
         order = "-shiftfirst" if self.shift_first else ""
         return (f"B{self.B}-{self.H}x{self.W}-h{self.heads}-d{self.head_dim}-w{self.window[0]}x{self.window[1]}"
                 f"-s{self.shift[0]}x{self.shift[1]}{'-bias' if self.bias else ''}{order}")
+
+    def geometry(self, scale: float | None = None, mask_value: float = -100.0) -> WindowGeometry:
+        """The launchers' ``WindowGeometry`` of this case (``scale`` defaults to ``head_dim ** -0.5``)."""
+        qkv_shape = (self.B, self.H, self.W, 3 * self.heads * self.head_dim)
+        scale = self.head_dim ** -0.5 if scale is None else scale
+        return WindowGeometry.of(qkv_shape, self.heads, self.window, self.shift, scale, mask_value, self.shift_first)
 
 
 def make_inputs(case: Case, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:

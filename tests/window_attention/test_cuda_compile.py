@@ -15,11 +15,6 @@ KERNELS = [f"{kernel}I{dtype}" for kernel in ("13wa_fwd_kernel", "16wa_bwd_dq_ke
 CARDS = {70: "V100", 80: "A100", 90: "H100"}
 
 
-@pytest.fixture(scope="module")
-def ops():
-    return emu.build("window_attention", ["csrc/window_attention/window_attention_emu.cpp"])
-
-
 @pytest.mark.compile
 @pytest.mark.parametrize("arch", [70, 80, 90])
 def test_kernels_compile_without_spills(arch: int) -> None:

@@ -14,9 +14,11 @@ import torch
 from fiber_kernels import dispatch
 from fiber_kernels.testing import emu
 from fiber_kernels.testing.numerics import assert_close_to_reference
-from fiber_kernels.window_attention import cuda, reference, triton_bwd, triton_fwd, window_attention_reference
+from fiber_kernels.window_attention import cuda, reference, triton_bwd, triton_fwd
+from fiber_kernels.window_attention.geometry import WindowGeometry
 
 from ._cases import Case, make_inputs
+from .conftest import assert_matches_reference, reference_grads
 
 CASES = [
     Case(1, 7, 14, 3, 32, (7, 7), (0, 0)),             # window 7, multiples, no shift
@@ -33,42 +35,19 @@ CASES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def ops():
-    return emu.build("window_attention", ["csrc/window_attention/window_attention_emu.cpp"])
+def _cuda(ops, case: Case, seed: int):
+    def kernel(qkv, table, bias, grad_out):
+        with ops.schedule(seed):
+            out, lse = cuda.forward(qkv, table, bias, case.geometry(), ops=ops)
+            grads = cuda.backward(grad_out.to(out.dtype), qkv, table, bias, out, lse, case.geometry(), ops=ops)
+        return (out, *grads)
 
-
-def _kernel_grads(ops, case: Case, qkv, table, bias, grad_out, scale: float, seed: int):
-    settings = (case.heads, case.window, case.shift, scale, -100.0, case.shift_first)
-    with ops.schedule(seed):
-        out, lse = cuda.forward(qkv, table, bias, *settings, ops=ops)
-        dqkv, dtable, dbias = cuda.backward(grad_out.to(out.dtype), qkv, table, bias, out, lse, *settings, ops=ops)
-    return out, dqkv, dtable, dbias
-
-
-def _reference_grads(case: Case, qkv, table, bias, grad_out, scale: float):
-    leaves = [t.detach().requires_grad_() if t is not None else None for t in (qkv, table, bias)]
-    out = window_attention_reference(leaves[0], leaves[1], case.heads, case.window, case.shift, scale, leaves[2],
-                                     -100.0, case.shift_first)
-    grads = torch.autograd.grad(out, [t for t in leaves if t is not None], grad_out.to(out.dtype))
-    return (out, *grads)
+    return kernel
 
 
 def _check_case(ops, case: Case, dtype: torch.dtype, seed: int = 0) -> None:
     torch.manual_seed(hash(str(case)) % 2**31)
-    qkv, table, bias = make_inputs(case, dtype)
-    scale = case.head_dim ** -0.5
-    grad_out = torch.randn(case.B, case.H, case.W, case.heads * case.head_dim)
-    wide = (lambda t: None if t is None else t.to(torch.float64))
-    ref = _reference_grads(case, wide(qkv), wide(table), wide(bias), grad_out, scale)
-    same = _reference_grads(case, qkv, table, bias, grad_out, scale)
-    out, dqkv, dtable, dbias = _kernel_grads(ops, case, qkv, table, bias, grad_out, scale, seed)
-    got = [out, dqkv, dtable] + ([dbias] if case.bias else [])
-    assert (dbias is None) == (not case.bias)
-    names = ["output", "dqkv", "drpb_table", "dqkv_bias"]
-    for name, value, ref_value, torch_value in zip(names, got, ref, same, strict=False):
-        assert value.dtype == dtype and value.shape == ref_value.shape, name
-        assert_close_to_reference(value, ref_value, torch_value, factor=3.0, atol_floor=1e-5, name=f"{case} {name}")
+    assert_matches_reference(case, dtype, _cuda(ops, case, seed))
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)
@@ -99,7 +78,7 @@ def test_gradients_bitwise_equal_across_runs_and_schedules(ops, dtype: torch.dty
     case = Case(1, 25, 42, 4, 32, (12, 12), (6, 6))
     qkv, table, bias = make_inputs(case, dtype)
     grad_out = torch.randn(1, 25, 42, 128)
-    runs = [_kernel_grads(ops, case, qkv, table, bias, grad_out, 32 ** -0.5, seed) for seed in (3, 4, 3)]
+    runs = [_cuda(ops, case, seed)(qkv, table, bias, grad_out) for seed in (3, 4, 3)]
     for first, other in zip(runs[0], runs[1], strict=True):
         assert torch.equal(first, other)
     for first, other in zip(runs[0], runs[2], strict=True):
@@ -138,14 +117,21 @@ def test_index_helpers_match_reference(ops, H, W, window, shift, shift_first) ->
 def test_padded_tokens_change_the_output_through_the_qkv_bias(ops) -> None:
     case = Case(1, 10, 12, 3, 32, (7, 7), (3, 3))
     qkv, table, bias = make_inputs(case, torch.float32)
-    settings = (3, (7, 7), (3, 3), 32 ** -0.5, -100.0, False)
-    with_bias, _ = cuda.forward(qkv, table, bias, *settings, ops=ops)
-    without, _ = cuda.forward(qkv, table, None, *settings, ops=ops)
+    with_bias, _ = cuda.forward(qkv, table, bias, case.geometry(), ops=ops)
+    without, _ = cuda.forward(qkv, table, None, case.geometry(), ops=ops)
     assert (with_bias - without).abs().max() > 1e-3
 
 
 def _args():
     return make_inputs(Case(1, 7, 7, 2, 32, (7, 7), (3, 3)), torch.float32)
+
+
+def _geometry(args: dict) -> WindowGeometry:
+    """The geometry of ``args`` (a launcher's tensors and settings), unchecked, as a caller would build it;
+    from the original qkv shape when ``args`` changes qkv into a non-4-D tensor."""
+    settings = [args.pop(name) for name in ("num_heads", "window", "shift", "scale", "mask_value", "shift_first")]
+    qkv_shape = args["qkv"].shape if args["qkv"].dim() == 4 else (1, 7, 7, 192)
+    return WindowGeometry.of(qkv_shape, *settings)
 
 
 @pytest.mark.parametrize("change, error, message", [
@@ -166,8 +152,10 @@ def test_forward_bad_input(ops, change, error, message) -> None:
     qkv, table, bias = _args()
     args = {"qkv": qkv, "rpb_table": table, "qkv_bias": bias, "num_heads": 2, "window": (7, 7), "shift": (3, 3),
             "scale": 0.25, "mask_value": -100.0, "shift_first": False}
+    args = change(args)
+    geometry = _geometry(args)
     with pytest.raises(error, match=message):
-        cuda.forward(**change(args), ops=ops)
+        cuda.forward(**args, geometry=geometry, ops=ops)
 
 
 @pytest.mark.parametrize("change, error, message", [
@@ -181,12 +169,14 @@ def test_forward_bad_input(ops, change, error, message) -> None:
 ])
 def test_backward_bad_input(ops, change, error, message) -> None:
     qkv, table, bias = _args()
-    out, lse = cuda.forward(qkv, table, bias, 2, (7, 7), (3, 3), 0.25, -100.0, False, ops=ops)
+    out, lse = cuda.forward(qkv, table, bias, Case(1, 7, 7, 2, 32, (7, 7), (3, 3)).geometry(0.25), ops=ops)
     args = {"grad_out": torch.randn_like(out), "qkv": qkv, "rpb_table": table, "qkv_bias": bias, "out": out,
             "lse": lse, "num_heads": 2, "window": (7, 7), "shift": (3, 3), "scale": 0.25, "mask_value": -100.0,
             "shift_first": False}
+    args = change(args)
+    geometry = _geometry(args)
     with pytest.raises(error, match=message):
-        cuda.backward(**change(args), ops=ops)
+        cuda.backward(**args, geometry=geometry, ops=ops)
 
 
 def test_launcher_checks_its_own_inputs(ops) -> None:
@@ -201,8 +191,8 @@ def test_launcher_checks_its_own_inputs(ops) -> None:
 
 def test_dispatch_reasons_name_the_kernel_limits() -> None:
     device = dispatch.DeviceInfo.of(torch.zeros(1))
-    assert cuda.cuda_reasons(device, torch.zeros(1, 7, 7, 3 * 96), 3, (12, 12)) == []
-    assert cuda.cuda_reasons(device, torch.zeros(1, 7, 7, 3 * 24), 3, (13, 13)) == [
+    assert cuda.cuda_reasons(device, Case(1, 7, 7, 3, 32, (12, 12), (0, 0)).geometry()) == []
+    assert cuda.cuda_reasons(device, Case(1, 7, 7, 3, 8, (13, 13), (0, 0)).geometry()) == [
         "head dim C/num_heads must be one of (16, 32, 64), got 8", "window of 169 tokens exceeds 144 (12x12)"]
 
 
@@ -227,9 +217,8 @@ def test_strided_inputs_give_the_contiguous_result(ops) -> None:
     qkv, table, bias = make_inputs(case, torch.float16)
     wide = torch.cat([qkv, torch.randn(1, 10, 9, 32).half()], dim=-1)[..., :192]
     table_view = table.t().contiguous().t()
-    settings = (2, (7, 7), (3, 3), 32 ** -0.5, -100.0, False)
-    out, lse = cuda.forward(qkv, table, bias, *settings, ops=ops)
-    strided_out, strided_lse = cuda.forward(wide, table_view, bias, *settings, ops=ops)
+    out, lse = cuda.forward(qkv, table, bias, case.geometry(), ops=ops)
+    strided_out, strided_lse = cuda.forward(wide, table_view, bias, case.geometry(), ops=ops)
     assert not wide.is_contiguous() and not table_view.is_contiguous()
     assert torch.equal(out, strided_out) and torch.equal(lse, strided_lse)
 
@@ -261,8 +250,8 @@ def test_custom_op_with_cuda_backend_runs_the_cuda_kernels_through_autograd(ops,
     out = window_attention_op(*leaves, 3, 7, 7, 3, 3, scale, -100.0, False, "cuda")[0]
     got = (out, *torch.autograd.grad(out, leaves, grad_out.half()))
     assert counting.calls == ["window_attention_fwd", "window_attention_bwd"]
-    ref = _reference_grads(case, *(t.double() for t in (qkv, table, bias)), grad_out, scale)
-    same = _reference_grads(case, qkv, table, bias, grad_out, scale)
+    ref = reference_grads(case, *(t.double() for t in (qkv, table, bias)), grad_out, scale)
+    same = reference_grads(case, qkv, table, bias, grad_out, scale)
     for name, value, ref_value, torch_value in zip(["output", "dqkv", "drpb_table", "dqkv_bias"], got, ref, same,
                                                    strict=True):
         assert value.dtype == torch.float16 and value.shape == ref_value.shape, name

@@ -132,19 +132,12 @@ def test_item10_value_errors_are_value_errors(change, message):
         window_attention(qkv, table, args["num_heads"], args["window_size"], 0, mask_value=args["mask_value"])
 
 
-@pytest.fixture(scope="module")
-def emu_ops():
-    from fiber_kernels.testing import emu
-
-    return emu.build("window_attention", ["csrc/window_attention/window_attention_emu.cpp"])
-
-
-def test_item7_cuda_launchers_reject_tensors_on_another_device(emu_ops):
+def test_item7_cuda_launchers_reject_tensors_on_another_device(ops):
     """Item 7: the launcher reads every pointer it gets: a bias on another device (meta, through the pybind
     binding the dispatcher cannot reroute) and a non-finite mask_value must raise, not run."""
     qkv, table = torch.randn(1, 4, 4, 3 * C), torch.randn(49, HEADS)
     with pytest.raises(RuntimeError, match="window_attention_fwd: qkv_bias must be on cpu"):
-        emu_ops.window_attention_fwd(qkv, table, torch.zeros(3 * C, device="meta"), HEADS, 4, 4, 0, 0, 0.25,
-                                     -100.0, False, seed=0)
+        ops.window_attention_fwd(qkv, table, torch.zeros(3 * C, device="meta"), HEADS, 4, 4, 0, 0, 0.25,
+                                 -100.0, False, seed=0)
     with pytest.raises(RuntimeError, match="window_attention_fwd: mask_value must be finite"):
-        emu_ops.window_attention_fwd(qkv, table, None, HEADS, 4, 4, 0, 0, 0.25, float("inf"), False, seed=0)
+        ops.window_attention_fwd(qkv, table, None, HEADS, 4, 4, 0, 0, 0.25, float("inf"), False, seed=0)

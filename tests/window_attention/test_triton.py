@@ -7,13 +7,13 @@ import inspect
 
 import pytest
 import torch
-from fiber_kernels.testing.numerics import assert_close_to_reference
-from fiber_kernels.window_attention import triton_bwd, window_attention, window_attention_reference
+from fiber_kernels.window_attention import triton_bwd, window_attention
 from fiber_kernels.window_attention.function import window_attention_op
 from fiber_kernels.window_attention.triton_bwd import num_splits_for, window_attention_bwd
 from fiber_kernels.window_attention.triton_fwd import window_attention_fwd
 
 from ._cases import Case, make_inputs
+from .conftest import assert_matches_reference
 
 # FIBER's stage-4 map at 800x1333 (25x42, window 12: padded to 36x48, 3x4 windows), with 1 head to
 # keep the interpreter cheap (~8 s per dtype); the 4-head original is in SLOW_CASES.
@@ -37,36 +37,19 @@ SLOW_CASES = [
 ]
 
 
-def _run(fn, qkv, table, bias, case: Case, grad_out: torch.Tensor):
-    qkv = qkv.detach().requires_grad_()
-    table = table.detach().requires_grad_()
-    bias = bias.detach().requires_grad_() if bias is not None else None
-    out = fn(qkv, table, bias)
-    grads = torch.autograd.grad(out, [t for t in (qkv, table, bias) if t is not None], grad_out.to(out.dtype))
-    return (out, *grads)
+def _triton(case: Case):
+    def kernel(qkv, table, bias, grad_out):
+        leaves = [t.detach().requires_grad_() if t is not None else None for t in (qkv, table, bias)]
+        out = window_attention(leaves[0], leaves[1], case.heads, case.window, case.shift, qkv_bias=leaves[2],
+                               shift_first=case.shift_first, backend="triton")
+        grads = torch.autograd.grad(out, [t for t in leaves if t is not None], grad_out.to(out.dtype))
+        return (out, *grads) if bias is not None else (out, *grads, None)
+
+    return kernel
 
 
 def _check_case(case: Case, dtype: torch.dtype) -> None:
-    qkv, table, bias = make_inputs(case, dtype)
-    scale = case.head_dim ** -0.5
-
-    def reference(q, t, b):
-        return window_attention_reference(q, t, case.heads, case.window, case.shift, scale, b, -100.0,
-                                          case.shift_first)
-
-    def kernel(q, t, b):
-        return window_attention(q, t, case.heads, case.window, case.shift, qkv_bias=b, shift_first=case.shift_first,
-                                backend="triton")
-
-    grad_out = torch.randn(case.B, case.H, case.W, case.heads * case.head_dim)
-    wide = (lambda t: None if t is None else t.to(torch.float64))
-    ref = _run(reference, wide(qkv), wide(table), wide(bias), case, grad_out)
-    same = _run(reference, qkv, table, bias, case, grad_out)
-    got = _run(kernel, qkv, table, bias, case, grad_out)
-    names = ["output", "dqkv", "drpb_table"] + (["dqkv_bias"] if case.bias else [])
-    for name, out, ref_value, torch_value in zip(names, got, ref, same, strict=True):
-        assert out.dtype == dtype, name
-        assert_close_to_reference(out, ref_value, torch_value, factor=3.0, atol_floor=1e-5, name=f"{case} {name}")
+    assert_matches_reference(case, dtype, _triton(case))
 
 
 @pytest.mark.parametrize("case", CASES, ids=str)
@@ -106,14 +89,13 @@ def test_several_windows_per_program_with_a_tail() -> None:
     # 3 windows looped by programs of 2 (the second program's loop stops at the last window).
     case = Case(1, 7, 21, 3, 32, (7, 7), (3, 3))
     qkv, table, bias = make_inputs(case, torch.float32)
-    scale = 32 ** -0.5
-    settings = (3, (7, 7), (3, 3), scale, -100.0, False)
-    out1, lse1 = window_attention_fwd(qkv, table, bias, *settings, windows_per_prog=1)
-    out2, lse2 = window_attention_fwd(qkv, table, bias, *settings, windows_per_prog=2)
+    geometry = case.geometry()
+    out1, lse1 = window_attention_fwd(qkv, table, bias, geometry, windows_per_prog=1)
+    out2, lse2 = window_attention_fwd(qkv, table, bias, geometry, windows_per_prog=2)
     assert torch.equal(out1, out2) and torch.equal(lse1, lse2)
     grad = torch.randn_like(out1)
-    grads1 = window_attention_bwd(grad, qkv, table, bias, out1, lse1, *settings, windows_per_prog=1)
-    grads2 = window_attention_bwd(grad, qkv, table, bias, out1, lse1, *settings, windows_per_prog=2)
+    grads1 = window_attention_bwd(grad, qkv, table, bias, out1, lse1, geometry, windows_per_prog=1)
+    grads2 = window_attention_bwd(grad, qkv, table, bias, out1, lse1, geometry, windows_per_prog=2)
     for first, second in zip(grads1, grads2, strict=True):
         assert torch.equal(first, second)
 
@@ -123,8 +105,9 @@ def test_table_gradient_is_bitwise_deterministic() -> None:
     qkv, table, bias = make_inputs(case, torch.float32)
     out, lse = window_attention_op(qkv, table, bias, 3, 7, 7, 3, 3, 32 ** -0.5, -100.0, False)
     grad = torch.randn_like(out)
-    first = window_attention_bwd(grad, qkv, table, bias, out, lse, 3, (7, 7), (3, 3), 32 ** -0.5, -100.0, False)
-    second = window_attention_bwd(grad, qkv, table, bias, out, lse, 3, (7, 7), (3, 3), 32 ** -0.5, -100.0, False)
+    geometry = case.geometry()
+    first = window_attention_bwd(grad, qkv, table, bias, out, lse, geometry)
+    second = window_attention_bwd(grad, qkv, table, bias, out, lse, geometry)
     assert num_splits_for(4, 3, 1)[0] > 1  # the table gradient really is summed from several partials
     for a, b in zip(first, second, strict=True):
         assert torch.equal(a, b)
@@ -198,12 +181,12 @@ def test_backward_plan_names_the_buffers_the_launcher_allocates() -> None:
 
     case = Case(1, 7, 9, 2, 32, (7, 7), (3, 3))
     qkv, table, bias = make_inputs(case, torch.float16)
-    settings = (2, (7, 7), (3, 3), 32 ** -0.5, -100.0, False)
-    out, lse = window_attention_fwd(qkv, table, bias, *settings)
-    plan = triton_bwd.backward_plan(tuple(qkv.shape), 2, (7, 7), torch.float16, has_qkv_bias=True)
-    assert set(plan.buffers) == {"rpb", "rpbt", "delta", "ds_part", "dbias_part", "dtable32", "dbias32"}
+    out, lse = window_attention_fwd(qkv, table, bias, case.geometry())
+    plan = triton_bwd.backward_plan(case.geometry(), torch.float16, has_qkv_bias=True)
+    assert plan.buffers == triton_bwd.work_buffers(case.geometry(), torch.float16, has_qkv_bias=True)
+    assert [b.name for b in plan.buffers] == ["rpb", "rpbt", "delta", "ds_part", "dbias_part", "dtable32", "dbias32"]
     with Allocations() as allocations:
-        window_attention_bwd(torch.randn_like(out), qkv, table, bias, out, lse, *settings)
-    for name, buffer in plan.buffers.items():
-        assert buffer in allocations.made, name
-    assert plan.buffer_bytes()["ds_part"] == plan.num_splits * 2 * 49 * 49 * 4
+        window_attention_bwd(torch.randn_like(out), qkv, table, bias, out, lse, case.geometry())
+    for buffer in plan.buffers:
+        assert (buffer.shape, buffer.dtype) in allocations.made, buffer.name
+    assert plan.buffer("ds_part").nbytes == plan.num_splits * 2 * 49 * 49 * 4

@@ -85,7 +85,7 @@ def test_cpu_auto_uses_the_torch_path() -> None:
     (torch.float16, 4, r"head dim 16 spills to local memory on sm80/sm90"),
 ])
 def test_triton_backend_declines_on_gpus_what_spills(dtype: torch.dtype, heads: int, message: str) -> None:
-    # Fake CUDA tensors (sm80): the compiled-kernel limits of api.TRITON_GPU_HEAD_DIMS / _DTYPES apply,
+    # Fake CUDA tensors (sm80): the compiled-kernel limits of triton_common.LIMITS (gpu_head_dims, gpu_dtypes) apply,
     # and "auto" falls through to a backend that serves the call.
     from torch._subclasses.fake_tensor import FakeTensorMode
 
@@ -95,3 +95,44 @@ def test_triton_backend_declines_on_gpus_what_spills(dtype: torch.dtype, heads: 
         with pytest.raises(BackendNotSupportedError, match=message):
             window_attention(qkv, table, heads, 7, 3, backend="triton")
         assert window_attention(qkv, table, heads, 7, 3).shape == (1, 14, 14, 64)
+
+
+def test_launcher_table_refuses_unknown_backend_names() -> None:
+    # Before, any name but "cuda" ran the Triton launchers (a typo included).
+    from fiber_kernels.window_attention.function import LAUNCHERS, window_attention_op
+
+    args = _good()
+    assert set(LAUNCHERS) == {"triton", "cuda"}
+    for name in ("cdua", "torch", ""):
+        with pytest.raises(ValueError, match=r"window_attention: backend must be one of \('triton', 'cuda'\)"):
+            window_attention_op(args["qkv"], args["rpb_table"], None, 2, 7, 7, 3, 3, 0.125, -100.0, False, name)
+
+
+def test_geometry_is_the_calls_padded_map_and_windows() -> None:
+    # 25x42 in 12x12 windows, FIBER's stage 4 at 800x1333: padded to 36x48, 3x4 windows per image.
+    from fiber_kernels.window_attention.checks import check_window_attention
+    from fiber_kernels.window_attention.geometry import WindowGeometry
+    from fiber_kernels.window_attention.reference import shift_attention_mask
+
+    qkv, table = torch.randn(2, 25, 42, 3 * 64), torch.randn(23 * 23, 2)
+    geometry = check_window_attention(qkv, table, None, 2, 12, 6, None, -100, False)
+    assert (geometry.padded, geometry.windows_per_row, geometry.windows_per_image, geometry.windows) == \
+        ((36, 48), 4, 12, 24)
+    assert shift_attention_mask(*geometry.padded, geometry.window, geometry.shift).shape[0] == 12
+    assert (geometry.tokens, geometry.head_dim, geometry.scale, geometry.mask_value) == (144, 32, 32 ** -0.5, -100.0)
+    assert (geometry.out_shape, geometry.lse_shape, geometry.table_shape) == ((2, 25, 42, 64), (24, 2, 144), (529, 2))
+    assert geometry.op_args() == (2, 12, 12, 6, 6, 32 ** -0.5, -100.0, False)
+    assert WindowGeometry.from_op_args(qkv.shape, *geometry.op_args()) == geometry
+
+
+def test_launchers_refuse_a_geometry_of_other_tensors() -> None:
+    from fiber_kernels.window_attention import cuda
+    from fiber_kernels.window_attention.geometry import WindowGeometry
+
+    args = _good()
+    geometry = WindowGeometry.of((1, 14, 14, 3 * 64), 2, (7, 7), (3, 3), 0.125, -100.0, False)
+    with pytest.raises(ValueError, match=r"qkv \(B, H, W, 3C\) has shape \(1, 7, 7, 192\), but the geometry is for "
+                                         r"\(1, 14, 14, 192\)"):
+        cuda.forward(args["qkv"], args["rpb_table"], args["qkv_bias"], geometry, ops=object())
+    with pytest.raises(TypeError, match="geometry must be a WindowGeometry"):
+        cuda.forward(args["qkv"], args["rpb_table"], args["qkv_bias"], (2, 7, 3), ops=object())

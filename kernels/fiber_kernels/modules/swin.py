@@ -13,7 +13,7 @@ from torch import nn
 
 from .._validate import check_positive_int, check_scale
 from ..window_attention import window_attention
-from ..window_attention.api import as_pair
+from ..window_attention.checks import as_pair
 from ..window_attention.reference import relative_position_index
 
 

@@ -1,8 +1,9 @@
-"""torch.library custom ops (namespace ``fiber_kernels``) around the Triton window-attention kernels,
-with fake implementations (FakeTensorMode / torch.compile trace them) and autograd.
+"""torch.library custom ops (namespace ``fiber_kernels``) around the window-attention launchers, with fake
+implementations (FakeTensorMode / torch.compile trace them) and autograd.
 
 ``fiber_kernels::window_attention`` saves qkv, the table, the qkv bias, its output and the row
-log-sum-exp ``(B·nW, nH, N)`` fp32: never the ``(B·nW, nH, N, N)`` attention matrix.
+log-sum-exp ``(B·nW, nH, N)`` fp32: never the ``(B·nW, nH, N, N)`` attention matrix. The ops take the
+call's ``WindowGeometry`` flattened to plain arguments (``WindowGeometry.op_args``) and rebuild it once.
 """
 
 from __future__ import annotations
@@ -12,12 +13,16 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import register_flop_formula
 
+from ..dispatch import pick_launcher
 from . import cuda, triton_bwd, triton_fwd
+from .geometry import WindowGeometry
 from .triton_common import pick_config
 
-
-def _windows(H: int, W: int, window_h: int, window_w: int) -> int:
-    return -(-H // window_h) * -(-W // window_w)
+OP = "window_attention"
+# Launchers by backend: the same contract (cuda.py mirrors triton_fwd.py / triton_bwd.py); any other name
+# is refused (dispatch.pick_launcher).
+LAUNCHERS = {"triton": (triton_fwd.window_attention_fwd, triton_bwd.window_attention_bwd),
+             "cuda": (cuda.forward, cuda.backward)}
 
 
 @torch.library.custom_op("fiber_kernels::window_attention", mutates_args=())
@@ -25,19 +30,17 @@ def window_attention_op(qkv: torch.Tensor, rpb_table: torch.Tensor, qkv_bias: to
                         window_h: int, window_w: int, shift_h: int, shift_w: int, scale: float, mask_value: float,
                         shift_first: bool, backend: str = "triton") -> tuple[torch.Tensor, torch.Tensor]:
     """Fused Swin window attention: ``(out (B, H, W, C), lse (B·nW, nH, N) fp32)`` from qkv ``(B, H, W, 3C)``."""
-    launch = cuda.forward if backend == "cuda" else triton_fwd.window_attention_fwd
-    return launch(qkv, rpb_table, qkv_bias, num_heads, (window_h, window_w), (shift_h, shift_w), scale, mask_value,
-                  shift_first)
+    geometry = WindowGeometry.from_op_args(qkv.shape, num_heads, window_h, window_w, shift_h, shift_w, scale,
+                                           mask_value, shift_first)
+    return pick_launcher(OP, LAUNCHERS, backend)[0](qkv, rpb_table, qkv_bias, geometry)
 
 
 @window_attention_op.register_fake
 def _(qkv, rpb_table, qkv_bias, num_heads, window_h, window_w, shift_h, shift_w, scale, mask_value, shift_first,
       backend="triton"):
-    B, H, W, C3 = qkv.shape
-    out = qkv.new_empty((B, H, W, C3 // 3))
-    lse = qkv.new_empty((B * _windows(H, W, window_h, window_w), num_heads, window_h * window_w),
-                        dtype=torch.float32)
-    return out, lse
+    geometry = WindowGeometry.from_op_args(qkv.shape, num_heads, window_h, window_w, shift_h, shift_w, scale,
+                                           mask_value, shift_first)
+    return qkv.new_empty(geometry.out_shape), qkv.new_empty(geometry.lse_shape, dtype=torch.float32)
 
 
 @torch.library.custom_op("fiber_kernels::window_attention_backward", mutates_args=())
@@ -48,10 +51,10 @@ def window_attention_backward_op(grad_out: torch.Tensor, qkv: torch.Tensor, rpb_
                                  shift_first: bool, backend: str = "triton"
                                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(dqkv (B, H, W, 3C), drpb_table (R, nH), dqkv_bias (3C,))``; dqkv_bias is zeros without a bias."""
-    launch = cuda.backward if backend == "cuda" else triton_bwd.window_attention_bwd
-    dqkv, dtable, dbias = launch(
-        grad_out, qkv, rpb_table, qkv_bias, out, lse, num_heads, (window_h, window_w), (shift_h, shift_w), scale,
-        mask_value, shift_first)
+    geometry = WindowGeometry.from_op_args(qkv.shape, num_heads, window_h, window_w, shift_h, shift_w, scale,
+                                           mask_value, shift_first)
+    dqkv, dtable, dbias = pick_launcher(OP, LAUNCHERS, backend)[1](grad_out, qkv, rpb_table, qkv_bias, out, lse,
+                                                                    geometry)
     if dbias is None:
         dbias = qkv.new_zeros(qkv.shape[-1])
     return dqkv, dtable, dbias
@@ -81,27 +84,24 @@ def _grad(ctx: Any, grad_out: torch.Tensor, grad_lse: torch.Tensor | None) -> tu
 window_attention_op.register_autograd(_grad, setup_context=_setup)
 
 
-def _tile_flops(qkv_shape: tuple[int, ...], num_heads: int, window_h: int, window_w: int, matmuls: int,
-                backward: bool) -> int:
+def _tile_flops(geometry: WindowGeometry, matmuls: int, backward: bool) -> int:
     """Tensor-core FLOPs the kernels execute: ``matmuls`` products of a padded ``(m_tiles·BLOCK_M) x
     BLOCK_N x D`` tile per window and head (padding included: that is what the hardware runs)."""
-    B, H, W, C3 = qkv_shape
-    config = pick_config(window_h * window_w)
+    config = pick_config(geometry.tokens)
     block_m = config.bwd_block_m if backward else config.block_m
-    rows = -(-window_h * window_w // block_m) * block_m
-    per_window_head = 2 * rows * config.block_n * (C3 // 3 // num_heads)
-    return B * _windows(H, W, window_h, window_w) * num_heads * matmuls * per_window_head
+    rows = -(-geometry.tokens // block_m) * block_m
+    return geometry.windows * geometry.num_heads * matmuls * 2 * rows * config.block_n * geometry.head_dim
 
 
+# The flop formulas get the op's arguments (shapes for tensors): the geometry's plain arguments, then the backend.
 @register_flop_formula(torch.ops.fiber_kernels.window_attention)
-def _forward_flops(qkv_shape, rpb_table_shape, qkv_bias_shape, num_heads, window_h, window_w, *args,
-                   out_shape=None, **kwargs) -> int:
+def _forward_flops(qkv_shape, rpb_table_shape, qkv_bias_shape, *settings, out_shape=None, **kwargs) -> int:
     # q·kᵀ and p·v
-    return _tile_flops(qkv_shape, num_heads, window_h, window_w, matmuls=2, backward=False)
+    return _tile_flops(WindowGeometry.from_op_args(qkv_shape, *settings[:8]), matmuls=2, backward=False)
 
 
 @register_flop_formula(torch.ops.fiber_kernels.window_attention_backward)
-def _backward_flops(grad_out_shape, qkv_shape, rpb_table_shape, qkv_bias_shape, out_shape_, lse_shape, num_heads,
-                    window_h, window_w, *args, out_shape=None, **kwargs) -> int:
+def _backward_flops(grad_out_shape, qkv_shape, rpb_table_shape, qkv_bias_shape, out_shape_, lse_shape, *settings,
+                    out_shape=None, **kwargs) -> int:
     # dq programs: q·kᵀ, do·vᵀ, ds·k; dk/dv programs: q·kᵀ, pᵀ·do, do·vᵀ, dsᵀ·q
-    return _tile_flops(qkv_shape, num_heads, window_h, window_w, matmuls=7, backward=True)
+    return _tile_flops(WindowGeometry.from_op_args(qkv_shape, *settings[:8]), matmuls=7, backward=True)

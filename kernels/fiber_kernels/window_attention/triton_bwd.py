@@ -28,13 +28,14 @@ for every Swin-B stage and batch; the attention-gradient tensor of coarse stage 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 import triton
 import triton.language as tl
 
+from ..work_buffers import WorkBuffer
+from .geometry import WindowGeometry
 from .triton_common import (
     WindowConfig,
     _channels,
@@ -267,107 +268,107 @@ class BackwardPlan:
     windows_per_split: int
     windows_per_program: int
     chunks: int
-    buffers: dict[str, tuple[tuple[int, ...], torch.dtype]]
+    buffers: tuple[WorkBuffer, ...]
 
-    def buffer_bytes(self) -> dict[str, int]:
-        """Bytes of each work buffer. All are alive together when the launcher returns, so their sum
-        adds to the peak of any caller (fake tensors see only the op's outputs)."""
-        return {name: math.prod(shape) * dtype.itemsize for name, (shape, dtype) in self.buffers.items()}
+    def buffer(self, name: str) -> WorkBuffer:
+        """The work buffer called ``name`` (``KeyError`` when this plan has none)."""
+        for buffer in self.buffers:
+            if buffer.name == name:
+                return buffer
+        raise KeyError(f"no work buffer {name!r} in this plan; it has {[b.name for b in self.buffers]}")
 
 
-def backward_plan(qkv_shape: tuple[int, ...], num_heads: int, window: tuple[int, int], dtype: torch.dtype,
-                  has_qkv_bias: bool, config: WindowConfig | None = None,
-                  windows_per_prog: int | None = None) -> BackwardPlan:
-    """The plan of ``window_attention_bwd`` for qkv ``(B, H, W, 3C)`` of ``dtype`` (the table's too).
+def backward_plan(geometry: WindowGeometry, dtype: torch.dtype, has_qkv_bias: bool,
+                  config: WindowConfig | None = None, windows_per_prog: int | None = None) -> BackwardPlan:
+    """The plan of ``window_attention_bwd`` for this geometry with qkv (and table) of ``dtype``.
 
     Work buffers (name: shape, dtype): ``rpb``/``rpbt`` the dense bias and its transpose
     ``(nH, N, block_n)`` (dtype); ``delta`` ``(B, H, W, nH)``, ``ds_part`` the table-gradient partials
     ``(num_splits, nH, N, N)`` and, with a qkv bias, ``dbias_part`` its partials ``(programs, 2, C)``
     (fp32); ``dtable32`` ``(R, nH)`` and ``dbias32`` ``(3C,)``, the fp32 sums before the cast to a
-    narrower dtype (absent for fp32: then they are the outputs).
+    narrower dtype (absent for fp32: then they are the outputs). All are alive together when the launcher
+    returns, so ``work_buffers.total_bytes`` of them adds to the peak of any caller.
     """
-    B, H, W, C3 = qkv_shape
-    wh, ww = window
-    N = wh * ww
-    total = B * -(-H // wh) * -(-W // ww)
-    config = config or pick_config(N)
-    m_tiles = triton.cdiv(N, config.bwd_block_m)
-    num_splits, per_split = num_splits_for(total, num_heads, m_tiles)
-    per_program = windows_per_prog or pick_windows_per_program(total, m_tiles * num_heads)
-    chunks = triton.cdiv(total, per_program)
+    g = geometry
+    config = config or pick_config(g.tokens)
+    m_tiles = triton.cdiv(g.tokens, config.bwd_block_m)
+    num_splits, per_split = num_splits_for(g.windows, g.num_heads, m_tiles)
+    per_program = windows_per_prog or pick_windows_per_program(g.windows, m_tiles * g.num_heads)
+    chunks = triton.cdiv(g.windows, per_program)
     fp32 = torch.float32
-    buffers = {"rpb": ((num_heads, N, config.block_n), dtype), "rpbt": ((num_heads, N, config.block_n), dtype),
-               "delta": ((B, H, W, num_heads), fp32), "ds_part": ((num_splits, num_heads, N, N), fp32)}
+    dense_bias = (g.num_heads, g.tokens, config.block_n)
+    buffers = [WorkBuffer("rpb", dense_bias, dtype), WorkBuffer("rpbt", dense_bias, dtype),
+               WorkBuffer("delta", (g.batch, g.height, g.width, g.num_heads), fp32),
+               WorkBuffer("ds_part", (num_splits, g.num_heads, g.tokens, g.tokens), fp32)]
     if has_qkv_bias:
-        buffers["dbias_part"] = ((chunks * m_tiles, 2, C3 // 3), fp32)
+        buffers.append(WorkBuffer("dbias_part", (chunks * m_tiles, 2, g.channels), fp32))
     if dtype != fp32:
-        buffers["dtable32"] = (((2 * wh - 1) * (2 * ww - 1), num_heads), fp32)
+        buffers.append(WorkBuffer("dtable32", g.table_shape, fp32))
         if has_qkv_bias:
-            buffers["dbias32"] = ((C3,), fp32)
-    return BackwardPlan(config, m_tiles, num_splits, per_split, per_program, chunks, buffers)
+            buffers.append(WorkBuffer("dbias32", (3 * g.channels,), fp32))
+    return BackwardPlan(config, m_tiles, num_splits, per_split, per_program, chunks, tuple(buffers))
+
+
+def work_buffers(geometry: WindowGeometry, dtype: torch.dtype, has_qkv_bias: bool) -> tuple[WorkBuffer, ...]:
+    """What ``window_attention_bwd`` allocates besides its outputs (``backward_plan(...).buffers``)."""
+    return backward_plan(geometry, dtype, has_qkv_bias).buffers
 
 
 def window_attention_bwd(grad_out: torch.Tensor, qkv: torch.Tensor, rpb_table: torch.Tensor,
-                         qkv_bias: torch.Tensor | None, out: torch.Tensor, lse: torch.Tensor, num_heads: int,
-                         window: tuple[int, int], shift: tuple[int, int], scale: float, mask_value: float,
-                         shift_first: bool, config: WindowConfig | None = None,
+                         qkv_bias: torch.Tensor | None, out: torch.Tensor, lse: torch.Tensor,
+                         geometry: WindowGeometry, config: WindowConfig | None = None,
                          windows_per_prog: int | None = None,
                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Launch the backward. Returns ``dqkv (B, H, W, 3C)`` (qkv dtype), ``drpb_table (R, nH)`` (table
     dtype) and ``dqkv_bias (3C,)`` (bias dtype; q part zero) or None. Work buffers: ``backward_plan``."""
-    B, H, W, C3 = qkv.shape
-    C = C3 // 3
-    wh, ww = window
-    Hp, Wp = -(-H // wh) * wh, -(-W // ww) * ww
-    n_win_w = Wp // ww
-    n_win = (Hp // wh) * n_win_w
-    total = B * n_win
-    N = wh * ww
-    plan = backward_plan(qkv.shape, num_heads, window, qkv.dtype, qkv_bias is not None, config, windows_per_prog)
+    g = geometry
+    plan = backward_plan(g, qkv.dtype, qkv_bias is not None, config, windows_per_prog)
     config, m_tiles = plan.config, plan.m_tiles
-
-    def work(name: str) -> torch.Tensor:
-        shape, dtype = plan.buffers[name]
-        return torch.empty(shape, device=qkv.device, dtype=dtype)
+    planned = {buffer.name for buffer in plan.buffers}
 
     def fp32_sum(name: str, shape: tuple[int, ...]) -> torch.Tensor:
         # a work buffer when the output dtype is narrower, else the output itself
-        return work(name) if name in plan.buffers else torch.empty(shape, device=qkv.device, dtype=torch.float32)
+        if name in planned:
+            return plan.buffer(name).allocate(qkv.device)
+        return torch.empty(shape, device=qkv.device, dtype=torch.float32)
 
     qkv = qkv if qkv.stride(-1) == 1 else qkv.contiguous()
     grad_out = grad_out.to(qkv.dtype).contiguous()
     out = out.contiguous()
     lse = lse.contiguous()
     qkv_bias = qkv_bias.contiguous() if qkv_bias is not None else None  # (3C,): the kernels read it densely
-    rpb = dense_relative_bias(rpb_table, window, config.block_n)
-    rpbt = dense_relative_bias(rpb_table, window, config.block_n, transpose=True)
-    delta = work("delta")
-    head_dim = C // num_heads
-    _window_attention_bwd_delta_kernel[(triton.cdiv(B * H * W, 64), num_heads)](
-        out, grad_out, delta, B * H * W, num_heads, C, HEAD_DIM=head_dim, BLOCK_T=64, num_warps=4)
-    dqkv = torch.empty((B, H, W, C3), device=qkv.device, dtype=qkv.dtype)
-    ds_part = work("ds_part")
-    dbias_part = work("dbias_part") if qkv_bias is not None else delta  # unused without HAS_QKV_BIAS
-    num_dq = plan.num_splits * num_heads * m_tiles
-    grid = (num_dq + plan.chunks * num_heads * m_tiles,)
+    rpb = dense_relative_bias(rpb_table, g.window, config.block_n)
+    rpbt = dense_relative_bias(rpb_table, g.window, config.block_n, transpose=True)
+    delta = plan.buffer("delta").allocate(qkv.device)
+    tokens = g.batch * g.height * g.width
+    _window_attention_bwd_delta_kernel[(triton.cdiv(tokens, 64), g.num_heads)](
+        out, grad_out, delta, tokens, g.num_heads, g.channels, HEAD_DIM=g.head_dim, BLOCK_T=64, num_warps=4)
+    dqkv = torch.empty(g.qkv_shape, device=qkv.device, dtype=qkv.dtype)
+    ds_part = plan.buffer("ds_part").allocate(qkv.device)
+    # unused without HAS_QKV_BIAS
+    dbias_part = plan.buffer("dbias_part").allocate(qkv.device) if qkv_bias is not None else delta
+    num_dq = plan.num_splits * g.num_heads * m_tiles
+    grid = (num_dq + plan.chunks * g.num_heads * m_tiles,)
     _window_attention_bwd_kernel[grid](
         qkv, rpb, rpbt, qkv_bias if qkv_bias is not None else rpb, grad_out, delta, lse, dqkv, ds_part, dbias_part,
         qkv.stride(0), qkv.stride(1), qkv.stride(2), grad_out.stride(0), grad_out.stride(1), grad_out.stride(2),
         dqkv.stride(0), dqkv.stride(1), dqkv.stride(2),
-        H, W, Hp, Wp, n_win, n_win_w, total, plan.windows_per_split, num_dq, plan.windows_per_program, shift[0],
-        shift[1], num_heads, C, float(scale), float(mask_value),
-        WH=wh, WW=ww, HEAD_DIM=head_dim, BLOCK_M=config.bwd_block_m, BLOCK_N=config.block_n,
-        HAS_SHIFT=bool(shift[0] or shift[1]), HAS_QKV_BIAS=qkv_bias is not None,
-        SHIFT_FIRST=shift_first, DOT_PRECISION=dot_precision(qkv.dtype),
-        ALIGNED=is_aligned(C, qkv, grad_out, dqkv), num_warps=config.bwd_warps, num_stages=config.num_stages,
+        g.height, g.width, *g.padded, g.windows_per_image, g.windows_per_row, g.windows, plan.windows_per_split,
+        num_dq, plan.windows_per_program, *g.shift, g.num_heads, g.channels, float(g.scale), float(g.mask_value),
+        WH=g.window[0], WW=g.window[1], HEAD_DIM=g.head_dim, BLOCK_M=config.bwd_block_m, BLOCK_N=config.block_n,
+        HAS_SHIFT=g.has_shift, HAS_QKV_BIAS=qkv_bias is not None,
+        SHIFT_FIRST=g.shift_first, DOT_PRECISION=dot_precision(qkv.dtype),
+        ALIGNED=is_aligned(g.channels, qkv, grad_out, dqkv), num_warps=config.bwd_warps,
+        num_stages=config.num_stages,
     )
     dtable = fp32_sum("dtable32", tuple(rpb_table.shape))
-    _window_attention_table_grad_kernel[(num_heads,)](
-        ds_part, dtable, plan.num_splits, num_heads, N, WH=wh, WW=ww,
+    _window_attention_table_grad_kernel[(g.num_heads,)](
+        ds_part, dtable, plan.num_splits, g.num_heads, g.tokens, WH=g.window[0], WW=g.window[1],
         BLOCK_R=triton.next_power_of_2(dtable.shape[0]), num_warps=8)
     dbias = None
     if qkv_bias is not None:
-        dbias = fp32_sum("dbias32", (C3,))
+        C = g.channels
+        dbias = fp32_sum("dbias32", (3 * C,))
         dbias[:C].zero_()
         torch.sum(dbias_part, dim=0, out=dbias[C:].view(2, C))  # fixed-order reduction of a small buffer
         dbias = dbias.to(qkv_bias.dtype)

@@ -28,6 +28,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..dispatch import BackendLimits
 from .reference import relative_position_index
 
 
@@ -47,13 +48,22 @@ class WindowConfig:
 # Keyed by max tokens per window. 64: windows up to 8x8 (Swin's 7x7 = 49 tokens: one 64x64 tile
 # forward, 16-row tiles backward); 256: windows up to 16x16 (FIBER's 12x12 = 144 tokens: nine
 # 16-row tiles, no padded rows, each against all 256 keys). Larger tiles spill (ahead-of-time
-# compile, tests/window_attention/test_aot.py); 16-row tiles are below wgmma's 64-row minimum, so
+# compile, tests/window_attention/test_compile.py); 16-row tiles are below wgmma's 64-row minimum, so
 # sm90 runs them with mma.sync.
 CONFIGS: tuple[WindowConfig, ...] = (
     WindowConfig(block_n=64, block_m=64, bwd_block_m=16, fwd_warps=4, bwd_warps=4),
     WindowConfig(block_n=256, block_m=16, bwd_block_m=16, fwd_warps=4, bwd_warps=8),
 )
 MAX_WINDOW_TOKENS = CONFIGS[-1].block_n
+
+# What the kernels take (the interpreter runs every declared head dim and dtype) and what the compiled
+# kernels run on sm80/sm90 without spilling, from ahead-of-time compiles of every variant
+# (tests/window_attention/test_compile.py prints them): fp16/bf16 at head dim 32 are spill-free for every
+# window compiled (4x4 to 16x16); other head dims spill in some windows, and fp32 inputs take exact fp32
+# FMA math (``DOT_PRECISION="ieee"``, no tensor cores), which spills in every config. The torch backend
+# (SDPA) serves those on GPUs.
+LIMITS = BackendLimits(head_dims=(16, 32, 64, 128), max_window_tokens=MAX_WINDOW_TOKENS, min_capability=(8, 0),
+                       gpu_dtypes=(torch.float16, torch.bfloat16), gpu_head_dims=(32,))
 
 
 def pick_config(window_tokens: int) -> WindowConfig:
@@ -66,7 +76,7 @@ def pick_config(window_tokens: int) -> WindowConfig:
 
 def dot_precision(dtype: torch.dtype) -> str:
     """``DOT_PRECISION`` of the kernels for inputs of ``dtype``: exact ``"ieee"`` for fp32 (the
-    interpreter's reference-grade path; GPUs decline fp32, see ``api.TRITON_GPU_DTYPES``), else
+    interpreter's reference-grade path; GPUs decline fp32, see ``LIMITS.gpu_dtypes``), else
     ``"tf32"`` (ignored by fp16/bf16 dots, which run on tensor cores)."""
     return "ieee" if dtype == torch.float32 else "tf32"
 

@@ -14,6 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
+from .geometry import WindowGeometry
 from .triton_common import (
     WindowConfig,
     _channels,
@@ -97,38 +98,29 @@ def pick_windows_per_program(total_windows: int, programs_per_window: int, targe
 
 
 def window_attention_fwd(qkv: torch.Tensor, rpb_table: torch.Tensor, qkv_bias: torch.Tensor | None,
-                         num_heads: int, window: tuple[int, int], shift: tuple[int, int], scale: float,
-                         mask_value: float, shift_first: bool,
-                         config: WindowConfig | None = None,
+                         geometry: WindowGeometry, config: WindowConfig | None = None,
                          windows_per_prog: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Launch the forward. qkv ``(B, H, W, 3C)`` (any strides; copied when the channel stride is not 1),
-    rpb_table ``(R, nH)``, qkv_bias ``(3C,)`` or None (any stride; made contiguous). Returns
-    ``out (B, H, W, C)`` in qkv's dtype and ``lse (B·nW, nH, N)`` fp32."""
-    B, H, W, C3 = qkv.shape
-    C = C3 // 3
-    wh, ww = window
-    Hp, Wp = -(-H // wh) * wh, -(-W // ww) * ww
-    n_win_w = Wp // ww
-    n_win = (Hp // wh) * n_win_w
-    total = B * n_win
-    N = wh * ww
-    config = config or pick_config(N)
+    rpb_table ``(R, nH)``, qkv_bias ``(3C,)`` or None (any stride; made contiguous); ``geometry`` theirs.
+    Returns ``out (B, H, W, C)`` in qkv's dtype and ``lse (B·nW, nH, N)`` fp32."""
+    g = geometry
+    config = config or pick_config(g.tokens)
     qkv = qkv if qkv.stride(-1) == 1 else qkv.contiguous()
     qkv_bias = qkv_bias.contiguous() if qkv_bias is not None else None  # (3C,): the kernel reads it densely
-    rpb = dense_relative_bias(rpb_table, window, config.block_n)
-    out = torch.empty((B, H, W, C), device=qkv.device, dtype=qkv.dtype)
-    lse = torch.empty((total, num_heads, N), device=qkv.device, dtype=torch.float32)
-    m_tiles = triton.cdiv(N, config.block_m)
-    per_program = windows_per_prog or pick_windows_per_program(total, m_tiles * num_heads)
-    grid = (m_tiles, triton.cdiv(total, per_program), num_heads)
+    rpb = dense_relative_bias(rpb_table, g.window, config.block_n)
+    out = torch.empty(g.out_shape, device=qkv.device, dtype=qkv.dtype)
+    lse = torch.empty(g.lse_shape, device=qkv.device, dtype=torch.float32)
+    m_tiles = triton.cdiv(g.tokens, config.block_m)
+    per_program = windows_per_prog or pick_windows_per_program(g.windows, m_tiles * g.num_heads)
+    grid = (m_tiles, triton.cdiv(g.windows, per_program), g.num_heads)
     _window_attention_fwd_kernel[grid](
         qkv, rpb, qkv_bias if qkv_bias is not None else rpb, out, lse,
         qkv.stride(0), qkv.stride(1), qkv.stride(2), out.stride(0), out.stride(1), out.stride(2),
-        H, W, Hp, Wp, n_win, n_win_w, total, per_program, shift[0], shift[1], num_heads, C, float(scale),
-        float(mask_value),
-        WH=wh, WW=ww, HEAD_DIM=C // num_heads, BLOCK_M=config.block_m, BLOCK_N=config.block_n,
-        HAS_SHIFT=bool(shift[0] or shift[1]), HAS_QKV_BIAS=qkv_bias is not None,
-        SHIFT_FIRST=shift_first, DOT_PRECISION=dot_precision(qkv.dtype),
-        ALIGNED=is_aligned(C, qkv, out), num_warps=config.fwd_warps, num_stages=config.num_stages,
+        g.height, g.width, *g.padded, g.windows_per_image, g.windows_per_row, g.windows, per_program, *g.shift,
+        g.num_heads, g.channels, float(g.scale), float(g.mask_value),
+        WH=g.window[0], WW=g.window[1], HEAD_DIM=g.head_dim, BLOCK_M=config.block_m, BLOCK_N=config.block_n,
+        HAS_SHIFT=g.has_shift, HAS_QKV_BIAS=qkv_bias is not None,
+        SHIFT_FIRST=g.shift_first, DOT_PRECISION=dot_precision(qkv.dtype),
+        ALIGNED=is_aligned(g.channels, qkv, out), num_warps=config.fwd_warps, num_stages=config.num_stages,
     )
     return out, lse

@@ -15,13 +15,21 @@ import torch
 import triton
 from fiber_kernels.dispatch import DeviceInfo
 from fiber_kernels.testing import CompileSpec, compile_reports, fit_problems
-from fiber_kernels.window_attention.api import TRITON_HEAD_DIMS, _triton_reasons
+from fiber_kernels.window_attention.api import _triton_reasons
+from fiber_kernels.window_attention.geometry import WindowGeometry
 from fiber_kernels.window_attention.triton_bwd import (
     _window_attention_bwd_delta_kernel,
     _window_attention_bwd_kernel,
     _window_attention_table_grad_kernel,
 )
-from fiber_kernels.window_attention.triton_common import CONFIGS, WindowConfig, dot_precision, pick_config
+from fiber_kernels.window_attention.triton_common import (
+    CONFIGS,
+    LIMITS,
+    MAX_WINDOW_TOKENS,
+    WindowConfig,
+    dot_precision,
+    pick_config,
+)
 from fiber_kernels.window_attention.triton_fwd import _window_attention_fwd_kernel
 
 CARDS = {80: "A100", 90: "H100"}
@@ -31,13 +39,18 @@ SWIN_WINDOWS = {64: 7, 256: 12}
 LARGEST_WINDOWS = {64: 8, 256: 16}
 
 
+def declines(capability: int, window: int, head_dim: int, dtype: torch.dtype) -> list[str]:
+    """The Triton backend's reasons for one head of ``head_dim`` in ``window x window`` windows on sm``capability``."""
+    qkv = torch.empty(1, 1, 1, 3 * head_dim, dtype=dtype, device="meta")
+    geometry = WindowGeometry.of(qkv.shape, 1, (window, window), (0, 0), head_dim ** -0.5, -100.0, False)
+    return _triton_reasons(DeviceInfo("cuda", divmod(capability, 10)), qkv, geometry)
+
+
 def gpu_variants(dtype: torch.dtype, windows: dict[int, int]) -> list[tuple[int, int, int]]:
     """``(capability, window, head dim)`` of every variant the Triton backend runs on sm80/sm90 for
     ``dtype`` inputs, one window per tile config."""
     return [(capability, window, head_dim) for capability in CARDS for window in windows.values()
-            for head_dim in TRITON_HEAD_DIMS
-            if not _triton_reasons(DeviceInfo("cuda", divmod(capability, 10)),
-                                   torch.empty(1, 1, 1, 3 * head_dim, dtype=dtype, device="meta"), 1, (window, window))]
+            for head_dim in LIMITS.head_dims if not declines(capability, window, head_dim, dtype)]
 
 
 def _constexprs(window: int, head_dim: int, dtype: torch.dtype, block_m: int, config: WindowConfig) -> dict:
@@ -114,8 +127,9 @@ def _check(specs: list[CompileSpec], require_tensor_cores: bool) -> None:
 
 
 def test_gpu_variants_are_half_precision_at_head_dim_32() -> None:
-    # What the compiles below found spill-free (api.TRITON_GPU_HEAD_DIMS / TRITON_GPU_DTYPES).
-    for dtype in (torch.float16, torch.bfloat16):
+    # What the compiles below found spill-free (triton_common.LIMITS.gpu_head_dims / gpu_dtypes).
+    assert LIMITS.gpu_head_dims == (32,) and set(LIMITS.gpu_dtypes) == {torch.float16, torch.bfloat16}
+    for dtype in LIMITS.gpu_dtypes:
         assert gpu_variants(dtype, SWIN_WINDOWS) == [(c, w, 32) for c in CARDS for w in (7, 12)]
     assert gpu_variants(torch.float32, SWIN_WINDOWS) == []
 
@@ -133,9 +147,7 @@ def test_declined_variants_spill() -> None:
     declined = [(80, 12, 32, torch.float32), (80, 12, 16, torch.bfloat16), (90, 14, 64, torch.bfloat16),
                 (80, 7, 128, torch.bfloat16)]
     for capability, window, head_dim, dtype in declined:
-        qkv = torch.empty(1, 1, 1, 3 * head_dim, dtype=dtype, device="meta")
-        device = DeviceInfo("cuda", divmod(capability, 10))
-        assert _triton_reasons(device, qkv, 1, (window, window)), (window, head_dim, dtype)
+        assert declines(capability, window, head_dim, dtype), (window, head_dim, dtype)
     reports = compile_reports([_fwd_spec(capability, window, head_dim, dtype)
                                for capability, window, head_dim, dtype in declined])
     for report in reports:
@@ -165,8 +177,7 @@ def test_every_gpu_variant_compiles_for_sm80_and_sm90_fp16_and_largest_windows()
 
 
 def test_config_list_covers_every_window_the_triton_backend_accepts() -> None:
-    from fiber_kernels.window_attention.triton_common import MAX_WINDOW_TOKENS
-
+    assert LIMITS.max_window_tokens == MAX_WINDOW_TOKENS
     assert {pick_config(n).block_n for n in range(1, MAX_WINDOW_TOKENS + 1)} == {c.block_n for c in CONFIGS}
     assert set(SWIN_WINDOWS) == set(LARGEST_WINDOWS) == {c.block_n for c in CONFIGS}
     assert all(pick_config(w * w).block_n == n for windows in (SWIN_WINDOWS, LARGEST_WINDOWS)
