@@ -11,8 +11,8 @@ relative-position bias gathered from ``table ((2w-1)^2, nH)`` by ``rel_index (N,
 shift mask ``(nW, N, N)`` with -100 between regions (Swin's values).
 
 Eager cores are written out as FIBER's code does (``softmax(q kᵀ · scale + mask) v``); the
-``sdpa_*`` variants compute the same with ``F.scaled_dot_product_attention``. When the kernel
-references (``fiber_kernels.<op>.reference``) land, the eager cores here should import them.
+``sdpa_*`` variants compute the same with ``F.scaled_dot_product_attention``. The mask value, the
+relative-position index and the shift mask are the library's (``fiber_kernels.<op>.reference``).
 """
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ import math
 
 import torch
 import torch.nn.functional as F
+from fiber_kernels.cross_attention.reference import MASK_VALUE as MASKED_LOGIT
+from fiber_kernels.window_attention import reference as window_reference
 
 from bench.harness import module_reason
 
-MASKED_LOGIT = -10000.0  # FIBER/BERT: (1 - mask) * -10000 added to the attention scores
 SHIFT_MASK_VALUE = -100.0  # Swin/FIBER shifted-window mask between regions
 
 
@@ -116,25 +117,14 @@ def sdpa_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tab
 
 
 def relative_position_index(window: int) -> torch.Tensor:
-    """Swin's ``relative_position_index (w², w²)`` into the ``((2w-1)^2, nH)`` table."""
-    coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")).flatten(1)
-    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window - 1)
-    return rel[..., 0] * (2 * window - 1) + rel[..., 1]
+    """Swin's ``relative_position_index (w², w²)`` into the ``((2w-1)^2, nH)`` table of a square window."""
+    return window_reference.relative_position_index(window, window)
 
 
 def shift_mask(height: int, width: int, window: int, shift: int) -> torch.Tensor:
     """Swin's attention mask for a ``height x width`` token map (multiples of ``window``) shifted by
     ``shift``: ``(nW, w², w²)``, 0 within a region and -100 across regions."""
-    regions = torch.zeros(height, width)
-    cuts = (slice(0, -window), slice(-window, -shift), slice(-shift, None))
-    label = 0
-    for rows in cuts:
-        for cols in cuts:
-            regions[rows, cols] = label
-            label += 1
-    ids = regions.view(height // window, window, width // window, window).permute(0, 2, 1, 3).reshape(-1, window ** 2)
-    diff = ids[:, None, :] - ids[:, :, None]
-    return torch.zeros_like(diff).masked_fill(diff != 0, SHIFT_MASK_VALUE)
+    return window_reference.shift_attention_mask(height, width, (window, window), (shift, shift), SHIFT_MASK_VALUE)
 
 
 def flash_attn_reason(device: torch.device, purpose: str) -> str | None:
