@@ -18,8 +18,10 @@ The README's main job (``make demo``). Every step is a real entry point of the p
    val images scores every (image, caption) pair with the relation head's matched probability
    (``eval.oscar_retrieval``).
 6. ``OUT/summary.json`` = ``{"chance", "untrained", "coarse", "fine"}``, each with ``i2t_r1/5/10``,
-   ``t2i_r1/5/10``, ``grounding_r1/5`` in [0, 1], and ``"oscar"``: its ``i2t_r*``/``t2i_r*``, ``"chance"`` (of
-   its val images), ``num_images``, ``num_texts``; the table is printed; ``OUT/loss_curves.png`` (three stages),
+   ``t2i_r1/5/10``, ``grounding_r1/5`` in [0, 1], ``"words_blind"`` (``grounding_r1/5`` of a model that finds
+   every object but ignores the words: the bar the fine model's word-region alignment must clear), and
+   ``"oscar"``: its ``i2t_r*``/``t2i_r*``, ``"chance"`` (of its val images), ``num_images``, ``num_texts``;
+   the table is printed; ``OUT/loss_curves.png`` (three stages),
    ``OUT/grounding_grid.png`` (fine model) and ``OUT/retrieval_example.png`` (coarse model: retrieval is the
    coarse stage's job; the fine stage moves the backbone for grounding with the ITC head frozen) are drawn.
 
@@ -45,7 +47,7 @@ CHECKOUT = Path(__file__).resolve().parent.parent
 OSCAR_STAGE = "oscar"
 OSCAR_TRAIN_IMAGES, OSCAR_VAL_IMAGES = 400, 100
 METRIC_KEYS = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "grounding_r1", "grounding_r5")
-ROWS = ("chance", "untrained", "coarse", "fine")
+ROWS = ("chance", "words_blind", "untrained", "coarse", "fine")  # "words_blind": grounding only
 OSCAR_ROWS = ("oscar chance", "oscar")  # printed when the summary has an "oscar" section
 EPILOG = """\
 real data and bigger models:
@@ -188,6 +190,20 @@ class Evaluator:
             found.update(evaluate_grounding(model, self.loader("grounding", 8)))
         return {key: float(found[key]) for key in METRIC_KEYS if key in found}
 
+    def words_blind(self) -> dict[str, float]:
+        """Grounding recall of a model that finds every object but ignores the words: each phrase's K best
+        boxes are K of the image's true boxes at random (``eval.grounding.words_blind_hits``). The fine
+        model tells phrases apart only as far as it beats this."""
+        from fiber_fast.eval.grounding import phrases_from_positive_map, words_blind_hits
+
+        rows = []
+        for batch in self.loader("grounding", 8):
+            for b in range(batch["box_mask"].shape[0]):
+                phrases, box_phrase = phrases_from_positive_map(batch["positive_map"][b], batch["box_mask"][b])
+                rows.append(words_blind_hits(batch["boxes"][b][batch["box_mask"][b]], box_phrase, phrases.shape[0]))
+        table = torch.cat(rows)
+        return {"grounding_r1": float(table[:, 0].mean()), "grounding_r5": float(table[:, 1].mean())}
+
     def chance(self, model: torch.nn.Module) -> dict[str, float]:
         """Chance levels of retrieval (random ranking) and grounding (random ranking of the anchors)."""
         from fiber_fast.data import read_coco_captions
@@ -280,7 +296,7 @@ def oscar_stage(args: argparse.Namespace, data: Path, fine_run: Path, out: Path)
 def format_table(summary: dict[str, Any]) -> str:
     """The demo's table: one row per model state, recall in percent ("-": not measured for that model); with an
     ``"oscar"`` section also its chance level (its val images) and its retrieval."""
-    rows = [(row, summary[row]) for row in ROWS]
+    rows = [(row, summary[row]) for row in ROWS if row in summary]
     if "oscar" in summary:
         rows += list(zip(OSCAR_ROWS, (summary["oscar"]["chance"], summary["oscar"]), strict=True))
     header = f"{'':<13}" + "".join(f"{key:>14}" for key in METRIC_KEYS)
@@ -308,7 +324,8 @@ def run(args: argparse.Namespace) -> int:
         evaluator = Evaluator(data, args.coarse_config, args.fine_config)
         _announce("evaluating the untrained model")
         untrained = evaluator.fine_model()
-        summary = {"chance": evaluator.chance(untrained), "untrained": evaluator.metrics(untrained)}
+        summary = {"chance": evaluator.chance(untrained), "words_blind": evaluator.words_blind(),
+                   "untrained": evaluator.metrics(untrained)}
 
         _announce(f"coarse stage: ITC + ITM + MLM on {args.ranks} ranks under DeepSpeed ({args.deepspeed})")
         coarse_run = out / "coarse"
