@@ -23,7 +23,7 @@ def breakdown_plot(rows: list[dict[str, Any]], shape: str, out: Path, plt: Any) 
     recs = [r for r in rows if r["metric"] == "saved_bytes_part" and r["shape"] == shape and r["dtype"] == "bf16"]
     if not recs:
         return None
-    providers = list(dict.fromkeys(r["provider"] for r in recs))
+    providers = _ordered(r["provider"] for r in recs)
     parts = list(dict.fromkeys(r["note"].removeprefix("part: ") for r in recs))
     values = {(r["provider"], r["note"].removeprefix("part: ")): r["median"] / 2 ** 20 for r in recs}
     fig, ax = plt.subplots(figsize=(max(6.5, 0.8 * len(providers) + 2), 4.2))
@@ -50,7 +50,7 @@ def max_batch_plot(rows: list[dict[str, Any]], kernel: str, out: Path, plt: Any)
     if not recs:
         return None
     cards = list(dict.fromkeys(r["device"] for r in recs))
-    providers = list(dict.fromkeys(r["provider"] for r in recs))
+    providers = _ordered(r["provider"] for r in recs)
     width = 0.8 / len(providers)
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     for i, provider in enumerate(providers):
