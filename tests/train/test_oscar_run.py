@@ -59,6 +59,7 @@ def _train(tmp_path, root, run, *extra):
                      "--deepspeed", str(zero_json(tmp_path, 2)), *extra])
 
 
+@pytest.mark.slow  # the default run keeps one real 2-rank DeepSpeed run: the coarse stage's
 def test_two_rank_zero2_oscar_run_loss_falls_and_evaluates(tmp_path, oscar_data, capsys):
     run = tmp_path / "run"
     _train(tmp_path, oscar_data, "run")
