@@ -2,7 +2,7 @@
 where a GPU exists), forward / backward / both, for (a) FIBER cross-attention and (b) Swin window
 attention with the relative-position bias and the shifted-window mask.
 
-Shapes: a small CPU set (``--quick``) and the real FIBER shapes of shared/SHAPES.md (coarse 384²
+Shapes: a small CPU set (``--quick``) and the real FIBER shapes of docs/shapes.md (coarse 384²
 batch 8, fine 800x1344 batch 2). Times are measured on this machine's CPU in fp32; saved/peak bytes
 on fake CUDA bf16 tensors (real shapes, nothing allocated) and on CPU fp32 for the quick shapes;
 projected GPU times from counted FLOPs and bytes (roofline, labelled projected).

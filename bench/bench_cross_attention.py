@@ -13,7 +13,7 @@ Two kernels:
   ``fused``: ``ImageToTextFusion`` / ``TextToImageFusion`` on the Triton kernels; ``torch``: the same
   modules on the torch backend (what the CPU runs).
 
-Shapes (shared/SHAPES.md): coarse 384² batch 8 (stage 3: 32 windows x 144 tokens, 16 heads x 32,
+Shapes (docs/shapes.md): coarse 384² batch 8 (stage 3: 32 windows x 144 tokens, 16 heads x 32,
 text 40; text->image 40 x 576, 12 x 64), fine 800x1333 batch 1 (stage 3: 35 windows x 144, text 256;
 text->image 256 x 4200, 12 x 64), and a small CPU set. Memory on fake CUDA bf16 tensors (fake tensors
 run a custom op's fake impl, so the fused rows' note gives the bytes its backward op allocates inside

@@ -6,7 +6,7 @@ extension built, is the tensor on the right device) plus the op's own (dtype, he
 first backend of the auto order with no reasons wins; an explicitly requested backend that cannot
 serve the call raises ``BackendNotSupportedError`` listing every reason.
 
-Auto order (DESIGN §4): CUDA tensors on sm80+ → triton, cuda, torch; on sm70/sm75 → cuda, torch
+Auto order: CUDA tensors on sm80+ → triton, cuda, torch; on sm70/sm75 → cuda, torch
 (Triton has no Volta tensor-core path); CPU tensors → cpp (a C++ CPU kernel of ``_C``), torch.
 ``FIBER_KERNELS_BACKEND`` replaces ``"auto"`` globally; a backend named in the call wins over it.
 """

@@ -126,7 +126,7 @@ def test_gpu_backends_full_fiber_pyramid(backend: str, convention: str) -> None:
 
 def test_auto_backend_order() -> None:
     """CPU tensors go to the C++ kernel when it is built (else the reference); CUDA sm80+ to Triton,
-    sm70 to the CUDA kernel (DESIGN §4); the interpreter is never picked by "auto"."""
+    sm70 to the CUDA kernel (docs/architecture.md); the interpreter is never picked by "auto"."""
     from fiber_kernels import dispatch
 
     case = CASES["one_box"]

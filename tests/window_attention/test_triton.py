@@ -1,5 +1,5 @@
 """Triton kernels (under TRITON_INTERPRET=1) against the eager Swin reference: forward and the
-gradients of qkv, the bias table and the qkv bias, fp32 and fp16 (tolerance rule of DESIGN §5)."""
+gradients of qkv, the bias table and the qkv bias, fp32 and fp16 (testing.assert_close_to_reference)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""FIBER's gated cross-attention (DESIGN §3.1): the grouped attention core and the gated output linear."""
+"""FIBER's gated cross-attention: the grouped attention core and the gated output linear."""
 
 from .api import cross_attention, gated_residual_linear
 from .reference import cross_attention_reference, gated_residual_linear_reference

@@ -1,4 +1,4 @@
-"""Fused Swin window attention (DESIGN §3.2): shift, partition, bias, mask, softmax, merge in one op."""
+"""Fused Swin window attention: shift, partition, bias, mask, softmax, merge in one op."""
 
 from .api import window_attention
 from .reference import window_attention_reference, window_attention_sdpa
