@@ -89,6 +89,20 @@ def run(model: FiberModel, pixels: torch.Tensor, ids: torch.Tensor, mask: torch.
     return {**{name: value.detach() for name, value in results.items()}, **grads}
 
 
+def assert_all_close_to_fp64(got: dict[str, torch.Tensor], same_dtype: dict[str, torch.Tensor],
+                             reference: dict[str, torch.Tensor]) -> tuple[float, float]:
+    """Every tensor of ``got`` (fused fp32) within 3x the error of ``same_dtype`` (eager fp32) against
+    ``reference`` (eager fp64), + 1e-5 scaled by max|ref| >= 1. Returns the worst fused and eager errors."""
+    assert got.keys() == same_dtype.keys() == reference.keys()
+    worst = worst_eager = 0.0
+    for name, value in reference.items():
+        floor = 1e-5 * max(1.0, float(value.abs().max()))
+        assert_close_to_reference(got[name], value, same_dtype[name], factor=3.0, atol_floor=floor, name=name)
+        worst = max(worst, float((got[name].double() - value).abs().max()))
+        worst_eager = max(worst_eager, float((same_dtype[name].double() - value).abs().max()))
+    return worst, worst_eager
+
+
 def assert_fused_matches_eager(cfg: FiberConfig, fusion: bool,
                                models: tuple[FiberModel, FiberModel, FiberModel] | None = None,
                                **input_args: object) -> float:
@@ -106,13 +120,7 @@ def assert_fused_matches_eager(cfg: FiberConfig, fusion: bool,
         reference = run(eager64, pixels, ids, mask, fusion)
     for model in (fused, eager, eager64):
         model.zero_grad(set_to_none=True)
-    assert got.keys() == reference.keys() == same_dtype.keys()
-    worst = worst_eager = 0.0
-    for name, value in reference.items():
-        floor = 1e-5 * max(1.0, float(value.abs().max()))
-        assert_close_to_reference(got[name], value, same_dtype[name], factor=3.0, atol_floor=floor, name=name)
-        worst = max(worst, float((got[name].double() - value).abs().max()))
-        worst_eager = max(worst_eager, float((same_dtype[name].double() - value).abs().max()))
+    worst, worst_eager = assert_all_close_to_fp64(got, same_dtype, reference)
     print(f"fusion={fusion} {len(reference)} tensors: max |fused fp32 - eager fp64| = {worst:.2e}, "
           f"max |eager fp32 - eager fp64| = {worst_eager:.2e}")
     return worst

@@ -8,11 +8,12 @@ import copy
 
 import pytest
 import torch
-from fiber_kernels.testing.numerics import assert_close_to_reference
 from transformers import BertForPreTraining, BertModel
 
 from fiber_fast.models import OscarConfig, OscarModel, build_oscar
 from fiber_fast.models.oscar import bert_config
+
+from ._helpers import assert_all_close_to_fp64
 
 REGION_DIM = 20
 
@@ -78,14 +79,8 @@ def assert_fused_matches_eager(cfg: OscarConfig, **input_args: object) -> int:
     eager64 = copy.deepcopy(eager).double()
     inputs = oscar_inputs(cfg, **input_args)
     got, same_dtype, reference = run(fused, inputs), run(eager, inputs), run(eager64, inputs)
-    assert got.keys() == same_dtype.keys() == reference.keys()
     assert len(got) == 4 + len(list(fused.parameters()))  # every parameter receives a gradient
-    worst = worst_eager = 0.0
-    for name, value in reference.items():
-        floor = 1e-5 * max(1.0, float(value.abs().max()))
-        assert_close_to_reference(got[name], value, same_dtype[name], factor=3.0, atol_floor=floor, name=name)
-        worst = max(worst, float((got[name].double() - value).abs().max()))
-        worst_eager = max(worst_eager, float((same_dtype[name].double() - value).abs().max()))
+    worst, worst_eager = assert_all_close_to_fp64(got, same_dtype, reference)
     print(f"backend={cfg.backend} {len(got)} tensors: max |fused fp32 - eager fp64| = {worst:.2e}, "
           f"max |eager fp32 - eager fp64| = {worst_eager:.2e}")
     return len(got)
