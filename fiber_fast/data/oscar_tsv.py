@@ -206,6 +206,21 @@ class _TsvRows:
         return f"{self.path} line {row + 1}" + (f" image {image_id}" if image_id is not None else "")
 
 
+def _json_row(table: _TsvRows, row: int, image_id: str, kind: str, column: str) -> tuple[str, Any]:
+    """``(where, parsed JSON)`` of a row ``image_id \\t JSON``; DataError of ``kind`` naming file, line and id
+    otherwise (an id that differs from ``image_id`` is an annotation error: the two files disagree)."""
+    where = table.where(row, image_id)
+    columns = table.columns(row)
+    if len(columns) != 2:
+        raise DataError(kind, where, f"has {len(columns)} tab-separated columns, expected 2")
+    if columns[0] != image_id:
+        raise DataError("annotation", where, f"holds image id {columns[0]!r} (id mismatch)")
+    try:
+        return where, json.loads(columns[1])
+    except json.JSONDecodeError as error:
+        raise DataError(kind, where, f"{column} column is not valid JSON ({error})") from error
+
+
 class StoredRegions(NamedTuple):
     """One image's regions read back: ``features (R, D + 6)`` float32 (geometry last), ``tags`` R str,
     ``boxes (R, 4)`` float32 xyxy pixels, ``image_hw`` (height, width), ``scores (R,)`` float32."""
@@ -287,16 +302,7 @@ class RegionStore:
         return self._rows[image_id]
 
     def _feature_row(self, row: int, image_id: str) -> tuple[int, bytes]:
-        where = self._features.where(row, image_id)
-        columns = self._features.columns(row)
-        if len(columns) != 2:
-            raise DataError("image", where, f"has {len(columns)} tab-separated columns, expected 2")
-        if columns[0] != image_id:
-            raise DataError("annotation", where, f"holds image id {columns[0]!r} (id mismatch)")
-        try:
-            info = json.loads(columns[1])
-        except json.JSONDecodeError as error:
-            raise DataError("image", where, f"features column is not valid JSON ({error})") from error
+        where, info = _json_row(self._features, row, image_id, "image", "features")
         num_boxes = info.get("num_boxes") if isinstance(info, dict) else None
         if not isinstance(num_boxes, int) or num_boxes < 0 or not isinstance(info.get("features"), str):
             raise DataError("image", where, "needs a JSON object with int 'num_boxes' >= 0 and str 'features'")
@@ -307,16 +313,7 @@ class RegionStore:
         return num_boxes, payload
 
     def _label_row(self, row: int, image_id: str) -> tuple[list[str], torch.Tensor, torch.Tensor, tuple[int, int]]:
-        where = self._labels.where(row, image_id)
-        columns = self._labels.columns(row)
-        if len(columns) != 2:
-            raise DataError("annotation", where, f"has {len(columns)} tab-separated columns, expected 2")
-        if columns[0] != image_id:
-            raise DataError("annotation", where, f"holds image id {columns[0]!r} (id mismatch)")
-        try:
-            info = json.loads(columns[1])
-        except json.JSONDecodeError as error:
-            raise DataError("annotation", where, f"labels column is not valid JSON ({error})") from error
+        where, info = _json_row(self._labels, row, image_id, "annotation", "labels")
         objects = info.get("objects") if isinstance(info, dict) else None
         hw = (info.get("image_h"), info.get("image_w")) if isinstance(info, dict) else None
         if not isinstance(objects, list) or not all(isinstance(v, int) and v > 0 for v in hw or ()):
