@@ -506,8 +506,8 @@ def measure_throughput(kernel: str, provider: str, ranks: int, rounds: int, time
     """``deepspeed_rates`` of ``CPU_STEPS[kernel]`` / ``VARIANTS[provider]`` in a fresh job: one process
     (a 1-rank group), or ``ranks`` processes under ``torchrun`` (gloo). Every rank runs 1 torch thread
     (``OMP_NUM_THREADS=1``): on the loaded shared machine a 2-thread process measured 100-400x slower than
-    a 1-thread one (its threads wait for each other at every op). A job killed by a signal is run once
-    more; any other failure raises ``RuntimeError`` with its output."""
+    a 1-thread one (its threads wait for each other at every op). A failed job raises ``RuntimeError``
+    with its output."""
     if ranks < 1:
         raise ValueError(f"ranks must be >= 1, got {ranks}")
     if kernel not in CPU_STEPS or provider not in VARIANTS:
@@ -521,8 +521,6 @@ def measure_throughput(kernel: str, provider: str, ranks: int, rounds: int, time
         command = [*launcher, "-m", "bench.train_step", kernel, provider, str(rounds), str(out)]
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-        if run.returncode < 0:  # killed by a signal (seen once: SIGSEGV at start-up on the shared machine): rerun
-            run = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
         if run.returncode != 0:
             raise RuntimeError(f"throughput job failed ({run.returncode}): {run.stdout[-2000:]}{run.stderr[-3000:]}")
         result = json.loads(out.read_text())
