@@ -19,6 +19,46 @@ BACKENDS = ("auto", "triton", "cuda", "torch")
 CHECKPOINTING = ("none", "mlp", "block")
 
 
+def reject_unknown_fields(config_class: type, keys: Any, name: str) -> None:
+    """``ValueError`` naming the keys of ``keys`` that are not fields of the dataclass ``config_class``."""
+    unknown = set(keys) - {f.name for f in dataclasses.fields(config_class)}
+    if unknown:
+        raise ValueError(f"unknown {name} fields {sorted(unknown)}")
+
+
+class SavedConfig:
+    """``to_dict`` / ``save`` / ``load`` of a nested config dataclass whose class has ``from_dict``
+    (FiberConfig, OscarConfig): JSON or YAML by the file's suffix."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (tuples as lists), JSON/YAML serialisable."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def save(self, path: str | Path) -> None:
+        """Write ``.json`` or ``.yaml``/``.yml`` (by suffix)."""
+        path = Path(path)
+        if path.suffix == ".json":
+            path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        elif path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        else:
+            raise ValueError(f"path must end in .json, .yaml or .yml, got {path}")
+
+    @classmethod
+    def load(cls, path: str | Path) -> Any:
+        """Read a file written by ``save``."""
+        path = Path(path)
+        if path.suffix == ".json":
+            return cls.from_dict(json.loads(path.read_text()))
+        if path.suffix in (".yaml", ".yml"):
+            import yaml
+
+            return cls.from_dict(yaml.safe_load(path.read_text()))
+        raise ValueError(f"path must end in .json, .yaml or .yml, got {path}")
+
+
 @dataclass
 class ImageConfig:
     """The Swin image backbone (timm ``SwinTransformer`` argument names)."""
@@ -67,7 +107,7 @@ class TextConfig:
 
 
 @dataclass
-class FiberConfig:
+class FiberConfig(SavedConfig):
     """FIBER: fusion in the top ``fusion_layers`` layers of both backbones, and its heads.
 
     Attributes:
@@ -188,47 +228,15 @@ class FiberConfig:
             base["last_text_layer_norm"] = stage == "fine"
         image = {**base.pop("image"), **overrides.pop("image", {})}
         text = {**base.pop("text"), **overrides.pop("text", {})}
-        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown FiberConfig fields {sorted(unknown)}")
+        reject_unknown_fields(cls, overrides, "FiberConfig")
         return cls(image=ImageConfig(**image), text=TextConfig(**text), **{**base, **overrides})
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain nested dict (tuples as lists), JSON/YAML serialisable."""
-        return json.loads(json.dumps(dataclasses.asdict(self)))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FiberConfig:
         """Inverse of ``to_dict``; unknown keys raise ``ValueError``."""
         data = dict(data)
-        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown FiberConfig fields {sorted(unknown)}")
+        reject_unknown_fields(cls, data, "FiberConfig")
         return cls(image=ImageConfig(**data.pop("image", {})), text=TextConfig(**data.pop("text", {})), **data)
-
-    def save(self, path: str | Path) -> None:
-        """Write ``.json`` or ``.yaml``/``.yml`` (by suffix)."""
-        path = Path(path)
-        if path.suffix == ".json":
-            path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        elif path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
-        else:
-            raise ValueError(f"path must end in .json, .yaml or .yml, got {path}")
-
-    @classmethod
-    def load(cls, path: str | Path) -> FiberConfig:
-        """Read a file written by ``save``."""
-        path = Path(path)
-        if path.suffix == ".json":
-            return cls.from_dict(json.loads(path.read_text()))
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
-
-            return cls.from_dict(yaml.safe_load(path.read_text()))
-        raise ValueError(f"path must end in .json, .yaml or .yml, got {path}")
 
 
 _SWIN_B = {"img_size": 384, "patch_size": 4, "embed_dim": 128, "depths": (2, 2, 18, 2), "num_heads": (4, 8, 16, 32),

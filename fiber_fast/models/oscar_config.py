@@ -7,11 +7,10 @@ one to one. Round trip as ``FiberConfig``: ``to_dict`` / ``from_dict`` and ``sav
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import BACKENDS, FiberConfig
+from .config import BACKENDS, SavedConfig, reject_unknown_fields
 
 RELATION_LABELS = (2, 3)
 
@@ -36,7 +35,7 @@ class BertTextConfig:
 
 
 @dataclass
-class OscarConfig:
+class OscarConfig(SavedConfig):
     """OSCAR (Oscar's ``BertImgModel`` + ``BertImgForPreTraining`` heads).
 
     Attributes:
@@ -106,19 +105,10 @@ class OscarConfig:
     def from_dict(cls, data: dict[str, Any]) -> OscarConfig:
         """Inverse of ``to_dict``; unknown keys raise ``ValueError``."""
         data = dict(data)
-        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown OscarConfig fields {sorted(unknown)}")
+        reject_unknown_fields(cls, data, "OscarConfig")
         text = data.pop("text", {})
-        unknown = set(text) - {f.name for f in dataclasses.fields(BertTextConfig)}
-        if unknown:
-            raise ValueError(f"unknown OscarConfig.text fields {sorted(unknown)}")
+        reject_unknown_fields(BertTextConfig, text, "OscarConfig.text")
         return cls(text=BertTextConfig(**text), **data)
-
-    # The same generic serialisation as FiberConfig (dataclasses.asdict, JSON/YAML by suffix).
-    to_dict = FiberConfig.to_dict
-    save = FiberConfig.save
-    load = classmethod(FiberConfig.load.__func__)
 
 
 PRESETS: dict[str, dict[str, Any]] = {
