@@ -32,6 +32,15 @@ def _run(fn, q, k, v, mask, grad):
     return [out.detach(), q.grad, k.grad, v.grad]
 
 
+def _assert_triton_fp32_matches_reference(q, k, v, mask, grad):
+    """Out, dq, dk, dv of the Triton backend within the tolerance rule of the fp64 reference (fp32 inputs)."""
+    ours = _run(lambda *a: cross_attention(*a, backend="triton"), *fresh(q, k, v), mask, grad)
+    reference = _run(cross_attention_reference, *fresh(q, k, v, dtype=torch.float64), mask, grad.double())
+    same_dtype = _run(cross_attention_reference, *fresh(q, k, v), mask, grad)
+    for name, got, ref, torch_out in zip(("out", "dq", "dk", "dv"), ours, reference, same_dtype, strict=True):
+        assert_close_to_reference(got, ref, torch_out, atol_floor=ATOL, name=name)
+
+
 @pytest.mark.parametrize("backend", ["triton", "torch"])
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("B,Bk,H,Nq,Nk,D,mask_kind", SHAPES)
@@ -88,22 +97,14 @@ def test_non_contiguous_inputs():
     assert triton_attention.dkdv_plan(q.shape, k.shape, config)[0] > 1
     mask = make_mask(Bk, Nk, "partial")
     grad = torch.randn(B, Nq, H, D).transpose(1, 2)  # a non-contiguous incoming gradient too
-    ours = _run(lambda *a: cross_attention(*a, backend="triton"), *fresh(q, k, v), mask, grad)
-    reference = _run(cross_attention_reference, *fresh(q, k, v, dtype=torch.float64), mask, grad.double())
-    same_dtype = _run(cross_attention_reference, *fresh(q, k, v), mask, grad)
-    for name, got, ref, torch_out in zip(("out", "dq", "dk", "dv"), ours, reference, same_dtype, strict=True):
-        assert_close_to_reference(got, ref, torch_out, atol_floor=ATOL, name=name)
+    _assert_triton_fp32_matches_reference(q, k, v, mask, grad)
 
 
 def test_head_dim_128_forward_and_backward():
     q, k, v = make_qkv(2, 1, 1, 49, 40, 128)
     mask = make_mask(1, 40, "partial")
     grad = torch.randn(2, 1, 49, 128)
-    ours = _run(lambda *a: cross_attention(*a, backend="triton"), *fresh(q, k, v), mask, grad)
-    reference = _run(cross_attention_reference, *fresh(q, k, v, dtype=torch.float64), mask, grad.double())
-    same_dtype = _run(cross_attention_reference, *fresh(q, k, v), mask, grad)
-    for name, got, ref, torch_out in zip(("out", "dq", "dk", "dv"), ours, reference, same_dtype, strict=True):
-        assert_close_to_reference(got, ref, torch_out, atol_floor=ATOL, name=name)
+    _assert_triton_fp32_matches_reference(q, k, v, mask, grad)
 
 
 def test_backward_is_deterministic_and_split_independent():
