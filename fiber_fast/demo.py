@@ -225,6 +225,7 @@ def grounding_chance(model: torch.nn.Module, loader: Any, ks: Sequence[int] = (1
     from torchvision.ops import box_iou
 
     from fiber_fast.eval.grounding import phrases_from_positive_map
+    from fiber_fast.eval.retrieval import random_pick_hit_probability
 
     totals = torch.zeros(len(ks), dtype=torch.float64)
     phrases_seen = 0
@@ -243,10 +244,7 @@ def grounding_chance(model: torch.nn.Module, loader: Any, ks: Sequence[int] = (1
             for phrase in range(phrases.shape[0]):
                 good = int((iou[:, box_phrase == phrase] >= iou_threshold).any(dim=1).sum())
                 for j, k in enumerate(ks):
-                    miss = 1.0
-                    for i in range(min(k, total)):  # C(A - m, k) / C(A, k) as a product
-                        miss *= max(total - good - i, 0) / (total - i)
-                    totals[j] += 1.0 - miss
+                    totals[j] += float(random_pick_hit_probability(total, good, k))
                 phrases_seen += 1
     return {f"grounding_r{k}": float(totals[j] / max(phrases_seen, 1)) for j, k in enumerate(ks)}
 

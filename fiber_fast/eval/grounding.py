@@ -26,6 +26,8 @@ import torch
 from fiber_kernels.atss.targets import decode_glip
 from torchvision.ops import batched_nms, box_iou
 
+from .retrieval import random_pick_hit_probability
+
 
 @dataclass
 class Detections:
@@ -203,8 +205,5 @@ def words_blind_hits(gt_boxes: torch.Tensor, gt_phrases: torch.Tensor, num_phras
         truth[owner[gt_phrases == phrase]] = True
         good = int(overlap[:, truth].any(dim=1).sum())
         for j, k in enumerate(ks):
-            miss = 1.0
-            for i in range(min(k, total)):
-                miss *= max(total - good - i, 0) / (total - i)
-            expected[phrase, j] = 1.0 - miss if good else 0.0
+            expected[phrase, j] = float(random_pick_hit_probability(total, good, k))
     return expected

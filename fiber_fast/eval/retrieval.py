@@ -205,6 +205,17 @@ def reranked_recall(image_embeds: torch.Tensor, text_embeds: torch.Tensor, text_
     return named_recalls(recall_at_k(i2t_hits, ks), recall_at_k(t2i_hits, ks), prefix="rerank_")
 
 
+def random_pick_hit_probability(total: int, good: torch.Tensor | int, k: int) -> torch.Tensor:
+    """Probability that ``k`` of ``total`` candidates drawn at random without replacement include at least
+    one of the ``good`` ones, ``1 - C(total - good, k) / C(total, k)`` as a product; elementwise over
+    ``good`` (float64)."""
+    good = torch.as_tensor(good, dtype=torch.float64)
+    miss = torch.ones_like(good)
+    for j in range(min(k, total)):
+        miss = miss * ((total - good - j).clamp(min=0) / (total - j))
+    return 1 - miss
+
+
 def chance_recall(num_images: int, texts_per_image: Sequence[int] | torch.Tensor,
                   ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
     """Expected Recall@K of a random ranking (the demo's "chance" row).
@@ -218,9 +229,6 @@ def chance_recall(num_images: int, texts_per_image: Sequence[int] | torch.Tensor
     num_texts = int(counts.sum())
     out = {}
     for k in ks:
-        miss = torch.ones_like(counts)
-        for j in range(min(k, num_texts)):  # prod_j (N - c - j) / (N - j)
-            miss = miss * ((num_texts - counts - j).clamp(min=0) / (num_texts - j))
-        out[f"i2t_r{k}"] = float((1 - miss).mean())
+        out[f"i2t_r{k}"] = float(random_pick_hit_probability(num_texts, counts, k).mean())
     out.update({f"t2i_r{k}": min(k, num_images) / num_images for k in ks})
     return out
