@@ -37,6 +37,13 @@ def _check_batch(batch: Mapping[str, torch.Tensor], keys: tuple[str, ...], stage
         raise ValueError(f"a {stage} batch needs {list(keys)}; missing {missing}")
 
 
+def _masked_token_loss(mlm_head: nn.Module, text_states: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """MLM loss on the masked positions only: text_states ``(B, T, D)``, labels ``(B, T)`` with IGNORE_INDEX
+    elsewhere; the head sees just the chosen ``(1, M, D)`` rows."""
+    chosen = labels != IGNORE_INDEX
+    return mlm_loss(mlm_head(text_states[chosen][None]), labels[chosen])
+
+
 class CoarseTask(nn.Module):
     """Stage 1: ITC (fusion off) + ITM (hard negatives) + MLM (fusion on), lower layers run once.
 
@@ -83,8 +90,7 @@ class CoarseTask(nn.Module):
                                          vocab_size=self.vocab_size, special_ids=self.special_ids,
                                          probability=self.mlm_probability)
         fused = model.upper(image, model.text_lower(masked_ids, attention_mask), fusion=True)
-        chosen = labels != IGNORE_INDEX
-        mlm = mlm_loss(model.mlm_head(fused.text_tokens[chosen][None]), labels[chosen])
+        mlm = _masked_token_loss(model.mlm_head, fused.text_tokens, labels)
 
         if self.queue is not None:
             self.queue.push(image_feat, text_feat, image_ids)
@@ -172,8 +178,7 @@ class OscarTask(nn.Module):
         out = self.model(masked_ids, batch["token_type_ids"], attention_mask, batch["region_features"],
                          batch["region_mask"])
         text = out.sequence[:, :input_ids.shape[1]]
-        chosen = labels != IGNORE_INDEX
-        losses = {"mlm": mlm_loss(self.model.mlm_head(text[chosen][None]), labels[chosen]),
+        losses = {"mlm": _masked_token_loss(self.model.mlm_head, text, labels),
                   "relation": relation_loss(self.model.relation_head(out.pooled), batch["relation_labels"])}
         losses["loss"] = sum(self.weights[name] * value for name, value in losses.items())
         return losses
