@@ -109,22 +109,18 @@ def evaluate_oscar(args: argparse.Namespace) -> dict[str, Any]:
 def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     """Load, evaluate, return the metrics (the same on every rank) and the input sizes used."""
     from fiber_fast.data import load_tokenizer
-    from fiber_fast.models import FiberConfig, read_checkpoint_config
 
     from . import runner
     from .detection import category_token_map, load_coco
-    from .loading import eval_loader, load_model, resolve_checkpoint, run_data_config
+    from .loading import eval_loader, load_model, run_data_config
 
     if args.model == "oscar":
         return evaluate_oscar(args)
-    stored = read_checkpoint_config(resolve_checkpoint(args.checkpoint))
-    if not isinstance(stored, FiberConfig):
-        raise ValueError(f"{args.checkpoint} holds a {type(stored).__name__} model: evaluate it with --model oscar")
-    if args.task != "retrieval" and not stored.detection_head:
-        raise ValueError(f"--task {args.task} needs a model with the detection head (a fine-stage run); "
-                         f"{args.checkpoint} has none")
     device = args.device or _init_distributed()
     model = load_model(args.checkpoint, device, eager=args.eager)
+    if args.task != "retrieval" and not model.config.detection_head:
+        raise ValueError(f"--task {args.task} needs a model with the detection head (a fine-stage run); "
+                         f"{args.checkpoint} has none")
     sizes = _sizes(args, run_data_config(args.checkpoint), model.config)
     tokenizer = load_tokenizer(args.tokenizer or Path(args.data) / "tokenizer")
     loader = eval_loader(args.task, args.data, args.split, tokenizer, args.batch_size, sizes["max_text_len"],

@@ -58,25 +58,6 @@ class RetrievalSet:
         return items
 
 
-def load_oscar_model(run_or_checkpoint: str | Path, device: str | torch.device = "cpu",
-                     eager: bool = False) -> torch.nn.Module:
-    """``build_oscar`` from the config stored in an OSCAR run or checkpoint, weights loaded strictly, eval mode.
-
-    Raises ``ValueError`` when the checkpoint holds another family's model (a FIBER run)."""
-    from fiber_fast.models import OscarConfig, build_oscar, load_checkpoint, read_checkpoint_config
-
-    from .loading import resolve_checkpoint
-
-    path = resolve_checkpoint(run_or_checkpoint)
-    config = read_checkpoint_config(path)
-    if not isinstance(config, OscarConfig):
-        raise ValueError(f"{run_or_checkpoint} holds a {type(config).__name__} model, not an OSCAR one "
-                         "(evaluate it with --model fiber)")
-    model = build_oscar(config, eager=eager)
-    load_checkpoint(model, path)
-    return model.to(device).eval()
-
-
 def load_retrieval_set(annotations: str | Path, regions: str | Path, max_images: int | None = None) -> RetrievalSet:
     """The captions of ``annotations`` (COCO captions JSON) whose images have rows in the region folder
     ``regions`` (``RegionStore``), restricted to the first ``max_images`` image ids (all when None).
@@ -143,11 +124,6 @@ def score_matrix(model: torch.nn.Module, rset: RetrievalSet, collate: Collate,
     return flat.view(len(rset.image_ids), num_texts)
 
 
-def _ranked(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """Column indices ``(N, min(k, M))`` of every row of ``scores`` ``(N, M)``, best first, ties to the lower index."""
-    return torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
-
-
 def recall_from_scores(scores: torch.Tensor, text_image_index: torch.Tensor,
                        ks: Sequence[int] = retrieval.DEFAULT_KS) -> dict[str, float]:
     """Recall@K both ways from a pair-score matrix ``scores`` ``(N_img, N_txt)`` floating (higher = better match)
@@ -159,7 +135,8 @@ def recall_from_scores(scores: torch.Tensor, text_image_index: torch.Tensor,
         raise ValueError("scores holds NaN or infinite values")
     retrieval.check_text_image_index(text_image_index, scores.shape[1], scores.shape[0])
     k = max(ks)
-    i2t_hits, t2i_hits = retrieval.hit_tables(_ranked(scores, k), _ranked(scores.t(), k), text_image_index)
+    i2t_hits, t2i_hits = retrieval.hit_tables(retrieval.stable_topk(scores, k)[1],
+                                              retrieval.stable_topk(scores.t(), k)[1], text_image_index)
     return retrieval.named_recalls(retrieval.recall_at_k(i2t_hits, ks), retrieval.recall_at_k(t2i_hits, ks))
 
 
@@ -194,9 +171,9 @@ def evaluate_run(run_or_checkpoint: str | Path, annotations: str | Path, regions
     from fiber_fast.data.oscar_collate import collate_oscar
     from fiber_fast.train.config import OSCAR_MAX_TAG_LEN
 
-    from .loading import run_data_config
+    from .loading import load_model, run_data_config
 
-    model = load_oscar_model(run_or_checkpoint, device, eager=eager)
+    model = load_model(run_or_checkpoint, device, eager=eager, family="oscar")
     given, run_data = dict(sizes or {}), run_data_config(run_or_checkpoint)
     fallback = {"max_text_len": model.config.max_text_len, "max_tag_len": OSCAR_MAX_TAG_LEN,
                 "max_regions": model.config.max_regions}

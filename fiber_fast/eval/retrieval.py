@@ -62,13 +62,13 @@ def block_topk(queries: torch.Tensor, keys: torch.Tensor, k: int, block_size: in
     keys_t = keys.float().t()
     scores, indices = [], []
     for start in range(0, queries.shape[0], block_size):
-        block_scores, block_indices = _stable_topk(queries[start:start + block_size].float() @ keys_t, k)
+        block_scores, block_indices = stable_topk(queries[start:start + block_size].float() @ keys_t, k)
         scores.append(block_scores)
         indices.append(block_indices)
     return torch.cat(scores), torch.cat(indices)
 
 
-def _stable_topk(block: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def stable_topk(block: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The k best columns of every row of ``block`` ``(b, N)``, ties to the lower column, best first.
 
     ``torch.topk`` (unspecified order among equal values) gives the set; a row whose (k+1)-th value equals its
