@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-MATCHED, POLLUTED_TAGS, POLLUTED_CAPTION = 0, 1, 2
+from fiber_fast.data.oscar_dataset import MATCHED  # the labels are the data side's
 
 
 def relation_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
