@@ -28,6 +28,7 @@ def test_check_tensor_messages() -> None:
 def test_same_device_and_dtype() -> None:
     a, b = torch.zeros(1), torch.zeros(1, dtype=torch.float16)
     assert v.check_same_device(a=a, b=b, c=None) == torch.device("cpu")
+    assert v.check_same_dtype(a=a, c=None, d=torch.ones(2)) == torch.float32
     with pytest.raises(TypeError, match="all tensors must have one dtype, got a is torch.float32, b is torch.float16"):
         v.check_same_dtype(a=a, b=b)
     with pytest.raises(ValueError, match="all tensors must be on one device, got a on cpu, m on meta"):

@@ -46,24 +46,25 @@ def check_tensor(name: str, value: object, *, ndim: int | Sequence[int] | None =
     return value
 
 
+def _one_value(attribute: str, requirement: str, joiner: str, error: type[Exception],
+               tensors: dict[str, torch.Tensor | None]) -> object:
+    """The ``attribute`` (``"device"``, ``"dtype"``) that every given tensor (None skipped) shares; otherwise
+    ``error("all tensors must {requirement}, got {name}{joiner}{value}, ...")`` listing each tensor's."""
+    values = {name: getattr(t, attribute) for name, t in tensors.items() if t is not None}
+    if len(set(values.values())) > 1:
+        listing = ", ".join(f"{name}{joiner}{value}" for name, value in values.items())
+        raise error(f"all tensors must {requirement}, got {listing}")
+    return next(iter(values.values()))
+
+
 def check_same_device(**tensors: torch.Tensor | None) -> torch.device:
     """Check that every given tensor (None skipped) is on one device; return that device."""
-    present = {name: t for name, t in tensors.items() if t is not None}
-    devices = {name: t.device for name, t in present.items()}
-    if len(set(devices.values())) > 1:
-        listing = ", ".join(f"{name} on {device}" for name, device in devices.items())
-        raise ValueError(f"all tensors must be on one device, got {listing}")
-    return next(iter(devices.values()))
+    return _one_value("device", "be on one device", " on ", ValueError, tensors)
 
 
 def check_same_dtype(**tensors: torch.Tensor | None) -> torch.dtype:
     """Check that every given tensor (None skipped) has one dtype; return that dtype."""
-    present = {name: t for name, t in tensors.items() if t is not None}
-    dtypes = {name: t.dtype for name, t in present.items()}
-    if len(set(dtypes.values())) > 1:
-        listing = ", ".join(f"{name} is {dtype}" for name, dtype in dtypes.items())
-        raise TypeError(f"all tensors must have one dtype, got {listing}")
-    return next(iter(dtypes.values()))
+    return _one_value("dtype", "have one dtype", " is ", TypeError, tensors)
 
 
 def check_choice(name: str, value: object, choices: Sequence[object]) -> None:
