@@ -26,6 +26,32 @@ def reject_unknown_fields(config_class: type, keys: Any, name: str) -> None:
         raise ValueError(f"unknown {name} fields {sorted(unknown)}")
 
 
+def preset_fields(presets: dict[str, dict[str, Any]], name: str) -> dict[str, Any]:
+    """A copy of the top-level fields of preset ``name``; an unknown name raises ``ValueError`` listing them."""
+    if name not in presets:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(presets)}")
+    return dict(presets[name])
+
+
+def check_text_encoder(text: Any) -> None:
+    """The checks every BERT-family text config (``TextConfig``, ``BertTextConfig``) needs: whole heads and a pad
+    id inside the vocabulary; ``ValueError`` naming the ``text.`` field."""
+    if text.hidden_size % text.num_attention_heads:
+        raise ValueError(f"text.hidden_size {text.hidden_size} not divisible by text.num_attention_heads "
+                         f"{text.num_attention_heads}")
+    if not 0 <= text.pad_token_id < text.vocab_size:
+        raise ValueError(f"text.pad_token_id {text.pad_token_id} outside the vocabulary ({text.vocab_size})")
+
+
+def _file_format(path: Path) -> str:
+    """``"json"`` or ``"yaml"`` by the suffix of ``path``; any other suffix raises ``ValueError``."""
+    if path.suffix == ".json":
+        return "json"
+    if path.suffix in (".yaml", ".yml"):
+        return "yaml"
+    raise ValueError(f"path must end in .json, .yaml or .yml, got {path}")
+
+
 class SavedConfig:
     """``to_dict`` / ``save`` / ``load`` of a nested config dataclass whose class has ``from_dict``
     (FiberConfig, OscarConfig): JSON or YAML by the file's suffix."""
@@ -37,26 +63,22 @@ class SavedConfig:
     def save(self, path: str | Path) -> None:
         """Write ``.json`` or ``.yaml``/``.yml`` (by suffix)."""
         path = Path(path)
-        if path.suffix == ".json":
+        if _file_format(path) == "json":
             path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        elif path.suffix in (".yaml", ".yml"):
+        else:
             import yaml
 
             path.write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
-        else:
-            raise ValueError(f"path must end in .json, .yaml or .yml, got {path}")
 
     @classmethod
     def load(cls, path: str | Path) -> Any:
         """Read a file written by ``save``."""
         path = Path(path)
-        if path.suffix == ".json":
+        if _file_format(path) == "json":
             return cls.from_dict(json.loads(path.read_text()))
-        if path.suffix in (".yaml", ".yml"):
-            import yaml
+        import yaml
 
-            return cls.from_dict(yaml.safe_load(path.read_text()))
-        raise ValueError(f"path must end in .json, .yaml or .yml, got {path}")
+        return cls.from_dict(yaml.safe_load(path.read_text()))
 
 
 @dataclass
@@ -187,15 +209,11 @@ class FiberConfig(SavedConfig):
         for stage, (dim, heads) in enumerate(zip(image.num_features, image.num_heads, strict=True)):
             if dim % heads:
                 raise ValueError(f"stage {stage}: channels {dim} not divisible by image.num_heads[{stage}] = {heads}")
-        if text.hidden_size % text.num_attention_heads:
-            raise ValueError(f"text.hidden_size {text.hidden_size} not divisible by text.num_attention_heads "
-                             f"{text.num_attention_heads}")
+        check_text_encoder(text)
         fusable = image.depths[-1] + image.depths[-2]
         if not 1 <= self.fusion_layers <= min(fusable, text.num_hidden_layers):
             raise ValueError(f"fusion_layers must be in [1, {min(fusable, text.num_hidden_layers)}] (the blocks of the "
                              f"last two Swin stages and the text layers), got {self.fusion_layers}")
-        if not 0 <= text.pad_token_id < text.vocab_size:
-            raise ValueError(f"text.pad_token_id {text.pad_token_id} outside the vocabulary ({text.vocab_size})")
         if self.max_text_len > self.max_positions:
             raise ValueError(f"max_text_len {self.max_text_len} exceeds the position table "
                              f"(text.max_position_embeddings {text.max_position_embeddings} - pad_token_id - 1 = "
@@ -217,9 +235,7 @@ class FiberConfig(SavedConfig):
         ``stage`` override also moves the stage defaults (``detection_head``, ``last_text_layer_norm``)
         unless those are given too.
         """
-        if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-        base = dict(PRESETS[name])
+        base = preset_fields(PRESETS, name)
         stage = overrides.get("stage", base["stage"])
         base.setdefault("detection_head", stage == "fine")
         base.setdefault("last_text_layer_norm", stage == "fine")

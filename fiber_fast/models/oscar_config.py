@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import BACKENDS, SavedConfig, reject_unknown_fields
+from .config import BACKENDS, SavedConfig, check_text_encoder, preset_fields, reject_unknown_fields
 
 RELATION_LABELS = (2, 3)
 
@@ -69,11 +69,7 @@ class OscarConfig(SavedConfig):
     def validate(self) -> None:
         """Raise ``ValueError`` naming the field when the configuration cannot be built."""
         text = self.text
-        if text.hidden_size % text.num_attention_heads:
-            raise ValueError(f"text.hidden_size {text.hidden_size} not divisible by text.num_attention_heads "
-                             f"{text.num_attention_heads}")
-        if not 0 <= text.pad_token_id < text.vocab_size:
-            raise ValueError(f"text.pad_token_id {text.pad_token_id} outside the vocabulary ({text.vocab_size})")
+        check_text_encoder(text)
         if text.type_vocab_size < 1:
             raise ValueError(f"text.type_vocab_size must be >= 1, got {text.type_vocab_size}")
         if self.region_dim < 1:
@@ -95,9 +91,7 @@ class OscarConfig(SavedConfig):
 
         ``overrides`` replace top-level fields; ``text`` takes a dict of its fields.
         """
-        if name not in PRESETS:
-            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-        base = dict(PRESETS[name])
+        base = preset_fields(PRESETS, name)
         text = {**base.pop("text"), **overrides.pop("text", {})}
         return cls.from_dict({**base, **overrides, "text": text})
 
