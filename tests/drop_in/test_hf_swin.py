@@ -72,8 +72,12 @@ def test_refusals() -> None:
     with pytest.raises(ValueError, match="attention dropout 0.1 is not fused"):
         patch_hf_swin(dropped)
     patched = patch_hf_swin(_classifier())
-    with pytest.raises(ValueError, match="output_attentions=True"):
+    never_formed = "^output_attentions=True: the fused window attention never forms the attention weights"
+    with pytest.raises(ValueError, match=never_formed):
         patched(torch.randn(1, 3, 64, 64), output_attentions=True)
+    donut = patch_hf_swin(transformers.DonutSwinModel(transformers.DonutSwinConfig(**SMALL)))
+    with pytest.raises(ValueError, match=never_formed):
+        donut(torch.randn(1, 3, 64, 64), output_attentions=True)
     # 8x8 pixels = 2x2 tokens < window 4: HF shrinks the window below its bias table (and fails itself).
     with pytest.raises(RuntimeError):
         _classifier()(torch.randn(1, 3, 8, 8))
@@ -84,7 +88,7 @@ def test_refusals() -> None:
 def test_hf_swin_v2_is_refused_with_the_reason() -> None:
     config = transformers.Swinv2Config(image_size=32, patch_size=4, embed_dim=32, depths=[2], num_heads=[2],
                                        window_size=4)
-    with pytest.raises(ValueError, match="HF Swin V2: its scaled cosine attention .* continuous position bias"):
+    with pytest.raises(ValueError, match="Swinv2Model is an HF Swin V2: its scaled cosine attention .* run it unpatched$"):
         patch_hf_swin(transformers.Swinv2Model(config))
 
 

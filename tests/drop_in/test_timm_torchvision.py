@@ -80,7 +80,7 @@ def test_torchvision_symbolic_trace() -> None:
 def test_swin_v2_is_refused_with_the_reason() -> None:
     v2 = require("timm.models.swin_transformer_v2", "timm", "pip install 'timm>=1.0'")
     model = v2.SwinTransformerV2(img_size=32, patch_size=4, embed_dim=32, depths=(2,), num_heads=(2,), window_size=4)
-    with pytest.raises(ValueError, match="timm Swin V2: its scaled cosine attention .* continuous position bias"):
+    with pytest.raises(ValueError, match="SwinTransformerV2 is a timm Swin V2: its scaled cosine attention .* run it unpatched$"):
         patch_timm_swin(model)
     tv = tv_swin.SwinTransformer(patch_size=[4, 4], embed_dim=32, depths=[2], num_heads=[2], window_size=[4, 4],
                                  block=tv_swin.SwinTransformerBlockV2, downsample_layer=tv_swin.PatchMergingV2)

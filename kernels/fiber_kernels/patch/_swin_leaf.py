@@ -1,4 +1,5 @@
-"""The patchers' one call into ``window_attention``, registered as a ``torch.fx`` leaf.
+"""What the Swin patchers share: their one call into ``window_attention``, registered as a ``torch.fx``
+leaf, and the refusal of Swin V2 models.
 
 ``torch.fx.symbolic_trace`` cannot trace through ``window_attention`` (its argument checks and
 the padded-size / single-window rules read tensor shapes as Python ints), so
@@ -10,6 +11,7 @@ the padded-size / single-window rules read tensor shapes as Python ints), so
 from __future__ import annotations
 
 import torch
+from torch import nn
 from torch.nn import functional as F
 
 from ..modules.swin import FusedSwinAttention
@@ -47,3 +49,13 @@ class TraceableSwinAttention(FusedSwinAttention):
                                     self.num_heads, self.window_size, shift, self.scale, self.shift_first,
                                     self.no_shift_in_single_window, self.mask_value, self.backend)
         return self.proj_drop(self.proj(out))
+
+
+def refuse_swin_v2(model: nn.Module, v2_classes: tuple[type, ...], library: str) -> None:
+    """``ValueError`` when ``model`` holds a Swin V2 block (an instance of ``v2_classes``): its attention is not
+    what the fused kernel computes. ``library`` names whose V2 it is, with its article (``"a timm"``, ``"an HF"``)."""
+    if any(isinstance(module, v2_classes) for module in model.modules()):
+        raise ValueError(f"{type(model).__name__} is {library} Swin V2: its scaled cosine attention (a learned "
+                         "logit scale on cosine similarities) and continuous position bias (an MLP over log-spaced "
+                         "coordinates) are not what the fused kernel computes (scaled dot product + a learned "
+                         "bias table); run it unpatched")

@@ -17,6 +17,9 @@ from torch import nn
 from . import _swin_leaf
 from ._swap import SwappedClass, swap_class
 
+_NO_ATTENTIONS = ("output_attentions=True: the fused window attention never forms the attention weights; run the "
+                  "unpatched model to inspect them")
+
 
 def _fused_window_attention(x: torch.Tensor, q: nn.Linear, k: nn.Linear, v: nn.Linear, table: torch.Tensor,
                             num_heads: int, window: int, shift: int, backend: str) -> torch.Tensor:
@@ -47,8 +50,7 @@ def _refuse_recorded_attentions() -> None:
 
     collected = _active_collector.get()
     if collected is not None and "attentions" in collected:
-        raise ValueError("output_attentions=True: the fused window attention never forms the attention weights; "
-                         "run the unpatched model to inspect them")
+        raise ValueError(_NO_ATTENTIONS)
 
 
 class _FusedSwinLayer(SwappedClass):
@@ -94,8 +96,7 @@ class _FusedDonutSwinLayer(SwappedClass):
                 ) -> tuple[torch.Tensor]:
         """hidden_states ``(B, H·W, C)`` -> ``((B, H·W, C),)``; ``output_attentions=True`` raises."""
         if output_attentions:
-            raise ValueError("output_attentions=True: the fused window attention never forms the attention "
-                             "weights; run the unpatched model to inspect them")
+            raise ValueError(_NO_ATTENTIONS)
         attn = self.attention
         _clamp_window(self, input_dimensions, bool(always_partition), attn.self.window_size[0])
         height, width = input_dimensions
@@ -120,11 +121,7 @@ def _targets() -> dict[type, type]:
 def _refuse_swin_v2(model: nn.Module) -> None:
     from transformers.models.swinv2.modeling_swinv2 import Swinv2Layer
 
-    if any(isinstance(module, Swinv2Layer) for module in model.modules()):
-        raise ValueError(f"{type(model).__name__} is an HF Swin V2: its scaled cosine attention (a learned logit "
-                         "scale on cosine similarities) and continuous position bias (an MLP over log-spaced "
-                         "coordinates) are not what the fused kernel computes (scaled dot product + a learned "
-                         "bias table); run it unpatched")
+    _swin_leaf.refuse_swin_v2(model, (Swinv2Layer,), "an HF")
 
 
 def patch_hf_swin(model: nn.Module, *, backend: str = "auto") -> nn.Module:

@@ -7,7 +7,7 @@ from torch import nn
 
 from ..window_attention.reference import relative_position_index
 from ._swap import SwappedClass, swap_class
-from ._swin_leaf import TraceableSwinAttention
+from ._swin_leaf import TraceableSwinAttention, refuse_swin_v2
 
 
 class TimmFusedSwinAttention(TraceableSwinAttention):
@@ -52,12 +52,8 @@ class _FusedTimmBlock(SwappedClass):
 def _refuse_swin_v2(model: nn.Module) -> None:
     from timm.models import swin_transformer_v2, swin_transformer_v2_cr
 
-    v2 = (swin_transformer_v2.SwinTransformerV2Block, swin_transformer_v2_cr.SwinTransformerV2CrBlock)
-    if any(isinstance(module, v2) for module in model.modules()):
-        raise ValueError(f"{type(model).__name__} is a timm Swin V2: its scaled cosine attention (a learned logit "
-                         "scale on cosine similarities) and continuous position bias (an MLP over log-spaced "
-                         "coordinates) are not what the fused kernel computes (scaled dot product + a learned "
-                         "bias table); run it unpatched")
+    refuse_swin_v2(model, (swin_transformer_v2.SwinTransformerV2Block, swin_transformer_v2_cr.SwinTransformerV2CrBlock),
+                   "a timm")
 
 
 def patch_timm_swin(model: nn.Module, *, backend: str = "auto") -> nn.Module:
