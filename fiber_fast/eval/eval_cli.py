@@ -12,10 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
-import time
 from pathlib import Path
 from typing import Any
+
+from .command import fine_sizes, run_timed
 
 TASKS = ("retrieval", "grounding", "detection")
 MODELS = ("fiber", "oscar")
@@ -81,12 +81,12 @@ def _init_distributed() -> str:
 
 def _sizes(args: argparse.Namespace, run_data: dict[str, Any], model_config: Any) -> dict[str, Any]:
     image_size = model_config.image.img_size
-    min_sizes = run_data.get("min_sizes")
+    min_size, max_size = fine_sizes(run_data, args.min_size, args.max_size)
     return {
         "image_size": args.image_size or run_data.get("image_size")
         or (image_size if isinstance(image_size, int) else min(image_size)),
-        "min_size": args.min_size or (max(min_sizes) if min_sizes else 800),
-        "max_size": args.max_size or run_data.get("max_size", 1333),
+        "min_size": min_size,
+        "max_size": max_size,
         "max_text_len": args.max_text_len or model_config.max_text_len,
     }
 
@@ -146,15 +146,12 @@ def run(args: argparse.Namespace) -> int:
     """Evaluate; bad input (missing files, wrong checkpoint) exits with status 2 and the message."""
     from .distributed import rank_and_world
 
-    started = time.perf_counter()
-    try:
-        metrics = evaluate(args)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"fiber-fast eval: {error}", file=sys.stderr)
+    done = run_timed("eval", lambda: evaluate(args))
+    if done is None:
         return 2
+    metrics, seconds = done
     report = {"model": args.model, "task": args.task, "checkpoint": str(args.checkpoint), "data": str(args.data),
-              "split": args.split,
-              **metrics, "seconds": round(time.perf_counter() - started, 3)}
+              "split": args.split, **metrics, "seconds": round(seconds, 3)}
     if rank_and_world()[0] == 0:
         print(json.dumps(report, indent=1))
         if args.out:

@@ -13,11 +13,11 @@ detection head) exits with status 2 and the message.
 from __future__ import annotations
 
 import argparse
-import sys
-import time
 from functools import partial
 from pathlib import Path
 from typing import Any
+
+from .command import fine_sizes, run_timed
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -80,10 +80,7 @@ def extract(args: argparse.Namespace) -> dict[str, Any]:
     data = Path(args.data)
     annotations = Path(args.annotations or data / f"grounding_{args.split}.json")
     phrases = args.phrases or category_names(load_json(annotations), str(annotations))
-    run_data = run_data_config(args.model)
-    min_sizes = run_data.get("min_sizes")
-    min_size = args.min_size or (max(min_sizes) if min_sizes else 800)
-    max_size = args.max_size or run_data.get("max_size", 1333)
+    min_size, max_size = fine_sizes(run_data_config(args.model), args.min_size, args.max_size)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     try:
         model = load_model(args.model, device)
@@ -120,14 +117,11 @@ def extract(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     """Extract; bad input exits with status 2 and the message."""
-    started = time.perf_counter()
-    try:
-        summary = extract(args)
-    except (FileNotFoundError, ValueError) as error:
-        print(f"fiber-fast oscar extract: {error}", file=sys.stderr)
+    done = run_timed("oscar extract", lambda: extract(args))
+    if done is None:
         return 2
+    summary, seconds = done
     print(f"{summary['images']} images, {summary['regions']} regions ({summary['regions'] / summary['images']:.1f} "
           f"per image), D = {summary['feature_dim']} (+6 geometry), tags {summary['tags']}, "
-          f"{summary['min_size']}/{summary['max_size']} px; {time.perf_counter() - started:.1f} s; "
-          f"written to {args.out}")
+          f"{summary['min_size']}/{summary['max_size']} px; {seconds:.1f} s; written to {args.out}")
     return 0

@@ -10,7 +10,7 @@ import yaml
 
 from fiber_fast.data import load_tokenizer
 from fiber_fast.data.synth import generate
-from fiber_fast.eval import eval_cli, loading, retrieval, runner
+from fiber_fast.eval import command, eval_cli, loading, retrieval, runner
 from fiber_fast.models import FiberConfig, build_fiber, save_checkpoint
 
 
@@ -93,7 +93,34 @@ def test_fine_tasks_from_a_run_folder(workspace, task):
 def test_bad_input_exits_with_status_2(workspace, capsys):
     missing = eval_cli.run(parse(["--task", "retrieval", "--checkpoint", str(workspace / "nothing"),
                                   "--data", str(workspace / "data")]))
-    assert missing == 2 and "does not exist" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert missing == 2 and error.startswith("fiber-fast eval: checkpoint ") and "does not exist" in error
     no_head = eval_cli.run(parse(["--task", "grounding", "--checkpoint", str(workspace / "coarse.safetensors"),
                                   "--data", str(workspace / "data")]))
     assert no_head == 2 and "detection head" in capsys.readouterr().err
+
+
+def test_fine_sizes_take_the_flag_then_the_run_then_glip():
+    run = {"min_sizes": [48, 64], "max_size": 80}
+    assert command.fine_sizes({}, None, None) == (800, 1333)
+    assert command.fine_sizes(run, None, None) == (64, 80)
+    assert command.fine_sizes(run, 32, None) == (32, 80)
+    assert command.fine_sizes(run, None, 100) == (64, 100)
+    assert command.fine_sizes({"min_sizes": []}, None, None) == (800, 1333)
+
+
+def test_run_timed_reports_bad_input_and_passes_other_errors(capsys):
+    value, seconds = command.run_timed("eval", lambda: {"ok": 1})
+    assert value == {"ok": 1} and 0 <= seconds < 5
+
+    def missing():
+        raise FileNotFoundError("annotation file x.json does not exist")
+
+    assert command.run_timed("oscar extract", missing) is None
+    assert capsys.readouterr().err == "fiber-fast oscar extract: annotation file x.json does not exist\n"
+
+    def broken():
+        raise RuntimeError("a bug, not bad input")
+
+    with pytest.raises(RuntimeError, match="a bug"):
+        command.run_timed("eval", broken)
