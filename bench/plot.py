@@ -18,7 +18,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make ``bench`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.plot_train_step import train_step_plots  # noqa: E402
+from bench.plot_train_step import grouped_bars, train_step_figures  # noqa: E402
 from bench.schema import read_rows  # noqa: E402
 
 # metric -> (y label, scale applied to the stored value)
@@ -62,11 +62,11 @@ def plot_rows(rows: list[dict[str, Any]], out_dir: str | Path) -> list[Path]:
         label, scale = AXES[metric]
         shapes = list(dict.fromkeys(r["shape"] for r in recs))
         providers = list(dict.fromkeys(r["provider"] for r in recs))
-        width = 0.8 / len(providers)
+        width, offsets = grouped_bars(len(providers))
         fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(shapes) + 2), 3.8))
-        for i, provider in enumerate(providers):
+        for provider, offset in zip(providers, offsets, strict=True):
             values = {r["shape"]: r for r in recs if r["provider"] == provider}
-            xs = [j + (i - (len(providers) - 1) / 2) * width for j, s in enumerate(shapes) if s in values]
+            xs = [j + offset for j, s in enumerate(shapes) if s in values]
             ys = [values[s]["median"] * scale for s in shapes if s in values]
             err = None
             if all(values[s]["p20"] is not None for s in shapes if s in values) and metric == "time":
@@ -79,12 +79,17 @@ def plot_rows(rows: list[dict[str, Any]], out_dir: str | Path) -> list[Path]:
         prefix = "PROJECTED " if kind == "projected" else ""
         ax.set_title(f"{prefix}{kernel} {mode} - {device} {dtype}", fontsize=9)
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        path = out / f"{_slug('projected' if kind == 'projected' else '', kernel, metric, mode, device, dtype)}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        written.append(path)
-    return written + train_step_plots(rows, out, plt)
+        name = f"{_slug('projected' if kind == 'projected' else '', kernel, metric, mode, device, dtype)}.png"
+        written.append(_save(fig, out / name, plt))
+    return written + [_save(fig, out / name, plt) for name, fig in train_step_figures(rows, plt)]
+
+
+def _save(fig: Any, path: Path, plt: Any) -> Path:
+    """Lay out, write and close ``fig`` (PNG at 110 dpi); returns ``path``."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def y_scale(values: list[float]) -> str:

@@ -7,7 +7,8 @@ markdown tables of bench/results/train_step.md (exact, projected and measured fi
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,15 @@ ORDER = ("fiber_schedule_queue", "fiber_schedule", "eager_queue", "eager", "fuse
          "fused_ckpt_mlp", "fused_ckpt_mlp_text", "fused_ckpt_block", "fused_ckpt_block_text")
 
 
-def breakdown_plot(rows: list[dict[str, Any]], shape: str, out: Path, plt: Any) -> Path | None:
-    """Stacked bars of ``saved_bytes_part`` (MiB) of ``shape``, one bar per provider; None without rows."""
+def grouped_bars(groups: int) -> tuple[float, list[float]]:
+    """Bar width and each bar's offset from its x tick when ``groups`` bars stand side by side (0.8 wide in all)."""
+    width = 0.8 / groups
+    return width, [(i - (groups - 1) / 2) * width for i in range(groups)]
+
+
+def breakdown_figure(rows: list[dict[str, Any]], shape: str, plt: Any) -> tuple[str, Any] | None:
+    """Stacked bars of ``saved_bytes_part`` (MiB) of ``shape``, one bar per provider: (file name, figure);
+    None without rows."""
     recs = [r for r in rows if r["metric"] == "saved_bytes_part" and r["shape"] == shape and r["dtype"] == "bf16"]
     if not recs:
         return None
@@ -36,45 +44,38 @@ def breakdown_plot(rows: list[dict[str, Any]], shape: str, out: Path, plt: Any) 
     ax.set_title(f"{recs[0]['kernel']} {shape}: saved bytes by part (fake CUDA {recs[0]['dtype']})", fontsize=9)
     ax.tick_params(axis="x", labelsize=6, labelrotation=25)
     ax.legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    path = out / f"train_step_breakdown_{shape}.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return f"train_step_breakdown_{shape}.png", fig
 
 
-def max_batch_plot(rows: list[dict[str, Any]], kernel: str, out: Path, plt: Any) -> Path | None:
-    """Grouped bars of the PROJECTED ``max_batch`` of ``kernel`` per card (ZeRO-2, 8 ranks); None without rows."""
+def max_batch_figure(rows: list[dict[str, Any]], kernel: str, plt: Any) -> tuple[str, Any] | None:
+    """Grouped bars of the PROJECTED ``max_batch`` of ``kernel`` per card (ZeRO-2, 8 ranks): (file name, figure);
+    None without rows."""
     recs = [r for r in rows if r["metric"] == "max_batch" and r["kernel"] == kernel
             and all(r["dims"].get(k) == v for k, v in MAX_BATCH_SETTING.items())]
     if not recs:
         return None
     cards = list(dict.fromkeys(r["device"] for r in recs))
     providers = _ordered(r["provider"] for r in recs)
-    width = 0.8 / len(providers)
+    width, offsets = grouped_bars(len(providers))
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
-    for i, provider in enumerate(providers):
+    for provider, offset in zip(providers, offsets, strict=True):
         values = {r["device"]: r["median"] for r in recs if r["provider"] == provider}
-        xs = [j + (i - (len(providers) - 1) / 2) * width for j in range(len(cards))]
-        ax.bar(xs, [values.get(c, 0.0) for c in cards], width, label=provider)
+        ax.bar([j + offset for j in range(len(cards))], [values.get(c, 0.0) for c in cards], width, label=provider)
     ax.set_xticks(range(len(cards)), cards, fontsize=8)
     ax.set_ylabel("largest micro-batch (samples)", fontsize=8)
     ax.set_title(f"PROJECTED {kernel}: max batch per card, ZeRO-2 on 8 ranks", fontsize=9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = out / f"projected_train_step_max_batch_{kernel}.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return f"projected_train_step_max_batch_{kernel}.png", fig
 
 
-def train_step_plots(rows: list[dict[str, Any]], out: Path, plt: Any) -> list[Path]:
-    """Every training-step plot the rows allow (none when the run has no train_step rows)."""
-    paths = [breakdown_plot(rows, shape, out, plt) for shape in dict.fromkeys(
-        r["shape"] for r in rows if r["metric"] == "saved_bytes_part")]
-    paths += [max_batch_plot(rows, kernel, out, plt) for kernel in dict.fromkeys(
-        r["kernel"] for r in rows if r["metric"] == "max_batch")]
-    return [p for p in paths if p is not None]
+def train_step_figures(rows: list[dict[str, Any]], plt: Any) -> Iterator[tuple[str, Any]]:
+    """Every training-step figure the rows allow, with its file name, one at a time (``plot.plot_rows`` saves
+    and closes each); none when the run has no train_step rows."""
+    shapes = dict.fromkeys(r["shape"] for r in rows if r["metric"] == "saved_bytes_part")
+    kernels = dict.fromkeys(r["kernel"] for r in rows if r["metric"] == "max_batch")
+    named = chain((breakdown_figure(rows, shape, plt) for shape in shapes),
+                  (max_batch_figure(rows, kernel, plt) for kernel in kernels))
+    yield from (figure for figure in named if figure is not None)
 
 
 # ----------------------------------------------------------------- markdown tables
