@@ -1,10 +1,58 @@
-"""Scaffolding shared by the cross-attention tests: the emulation binding of the csrc/ kernels (input builders
-live in ``_cases.py``)."""
+"""Scaffolding shared by the cross-attention tests: the comparison of a backend's output and gradients with
+the eager FIBER reference, and the emulation binding of the csrc/ kernels (cases and input builders live in
+``_cases.py``)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import pytest
+import torch
+from fiber_kernels.cross_attention.reference import cross_attention_reference
 from fiber_kernels.testing import emu
+from fiber_kernels.testing.numerics import assert_close_to_reference
+
+from ._cases import fresh
+
+GRAD_NAMES = ("out", "dq", "dk", "dv")
+# Absolute slack of the tolerance rule, for elements where PyTorch is exact (Nk = 1: dq is exactly 0 in
+# PyTorch, while the kernels' recomputed p = exp(s - lse) carries fp32 rounding of ~1e-6).
+ATOL = 1e-5
+
+# kernel(q, k, v, key_padding_mask, grad_out) -> (out, dq, dk, dv), on detached inputs of the tested dtype
+Kernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor],
+                  Sequence[torch.Tensor]]
+
+
+def with_autograd(fn: Callable[..., torch.Tensor]) -> Kernel:
+    """The kernel of a differentiable ``fn(q, k, v, key_padding_mask) -> out``: out and the gradients of q, k
+    and v by autograd, on fresh leaves of the given inputs."""
+    def kernel(q, k, v, key_padding_mask, grad_out):
+        leaves = fresh(q, k, v)
+        out = fn(*leaves, key_padding_mask)
+        out.backward(grad_out)
+        return [out.detach(), *(leaf.grad for leaf in leaves)]
+
+    return kernel
+
+
+def assert_matches_reference(kernel: Kernel, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                             key_padding_mask: torch.Tensor | None, grad_out: torch.Tensor, name: str,
+                             dtype: torch.dtype | None = None) -> list[torch.Tensor]:
+    """``kernel`` on q ``(B, H, Nq, D)``, k, v ``(Bk, H, Nk, D)`` and ``grad_out`` cast to ``dtype`` (default: the
+    dtype of q; strides kept where no cast is needed) against the fp64 eager reference, by the tolerance rule
+    of ``testing.numerics`` (the reference in ``dtype`` sets the scale of the error): out, dq, dk and dv each
+    finite, in ``dtype`` with the reference's shape. Returns the kernel's ``[out, dq, dk, dv]``."""
+    dtype = q.dtype if dtype is None else dtype
+    reference = with_autograd(cross_attention_reference)
+    wide = reference(*(t.to(torch.float64) for t in (q, k, v)), key_padding_mask, grad_out.to(torch.float64))
+    same_dtype = reference(*(t.to(dtype) for t in (q, k, v)), key_padding_mask, grad_out.to(dtype))
+    got = list(kernel(*(t.detach().to(dtype) for t in (q, k, v)), key_padding_mask, grad_out.to(dtype)))
+    for label, value, ref, torch_value in zip(GRAD_NAMES, got, wide, same_dtype, strict=True):
+        assert value.dtype == dtype and value.shape == ref.shape, f"{name} {label}"
+        assert torch.isfinite(value).all(), f"{name} {label} has non-finite values"
+        assert_close_to_reference(value, ref, torch_value, factor=3.0, atol_floor=ATOL, name=f"{name} {label}")
+    return got
 
 
 @pytest.fixture(scope="session")

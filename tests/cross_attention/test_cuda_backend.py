@@ -14,12 +14,11 @@ from fiber_kernels.cross_attention.function import (
     gated_residual_linear_backward_op,
     gated_residual_linear_op,
 )
-from fiber_kernels.cross_attention.reference import cross_attention_reference, gated_residual_linear_reference
+from fiber_kernels.cross_attention.reference import gated_residual_linear_reference
 from fiber_kernels.testing.numerics import assert_close_to_reference
 
 from ._cases import fresh, make_mask, make_qkv
-
-ATOL = 1e-5
+from .conftest import ATOL, assert_matches_reference, with_autograd
 
 
 @pytest.fixture
@@ -27,12 +26,6 @@ def emulated(monkeypatch, ops):
     """``cuda.py`` launches ``torch.ops.fiber_kernels_C`` by default; here its default is the emulation."""
     monkeypatch.setattr(cuda, "_ops", lambda given: ops if given is None else given)
     return ops
-
-
-def _attention_grads(q, k, v, mask, grad, op):
-    out = op(q, k, v, mask)
-    out.backward(grad)
-    return [out.detach(), q.grad, k.grad, v.grad]
 
 
 @pytest.mark.parametrize("B,Bk,mask_kind", [
@@ -47,16 +40,10 @@ def test_cross_attention_op_on_the_cuda_launcher(emulated, B, Bk, mask_kind):
     mask = make_mask(Bk, Nk, mask_kind)
     assert mask.any() and mask.all(dim=1).any() == (mask_kind == "full")
     grad = torch.randn(B, H, Nq, D)
-    scale = D ** -0.5
-    reference = _attention_grads(*fresh(q, k, v, dtype=torch.float64), mask, grad.double(), cross_attention_reference)
-    same_dtype = _attention_grads(*fresh(q, k, v, dtype=torch.float16), mask, grad.half(), cross_attention_reference)
     launches = emulated.launches()
-    ours = _attention_grads(*fresh(q, k, v, dtype=torch.float16), mask, grad.half(),
-                            lambda *t: cross_attention_op(*t, scale, "cuda")[0])
+    kernel = with_autograd(lambda *t: cross_attention_op(*t, D ** -0.5, "cuda")[0])
+    ours = assert_matches_reference(kernel, q, k, v, mask, grad, name="cuda op", dtype=torch.float16)
     assert emulated.launches() == launches + 4  # forward, delta, dq, dk/dv: the emulated CUDA kernels ran
-    for name, got, ref, torch_out in zip(("out", "dq", "dk", "dv"), ours, reference, same_dtype, strict=True):
-        assert got.dtype == torch.float16 and got.shape == ref.shape
-        assert_close_to_reference(got, ref, torch_out, factor=3.0, atol_floor=ATOL, name=f"cuda op {name}")
     if mask_kind == "full":  # the last key batch and its query group: exact zeros, never NaN
         out, dq, dk, dv = ours
         group = B // Bk

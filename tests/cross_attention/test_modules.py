@@ -110,31 +110,33 @@ def _compare(ours, fiber, inputs_ours, inputs_fiber, dtype):
         assert_close_to_reference(a, r, t, atol_floor=floor, name=f"output/grad #{index}")
 
 
+def _pair(direction: str, backend: str, mask: torch.Tensor | None = None):
+    """Ours and FIBER's eager module of ``direction`` ("image": image→text, "text": text→image) with the same
+    random weights, and the inputs ``[x, other]`` (and ``mask``, the image side's text padding, when given)."""
+    if direction == "image":
+        fiber, ours = FiberImageToText(64, 2, 48), ImageToTextFusion(64, 2, dim_text=48, backend=backend)
+        inputs = [torch.randn(8, 49, 64), torch.randn(2, 5, 48)]  # 8 windows of 49 tokens, 2 texts of 5
+    else:
+        fiber, ours = FiberTextToImage(64, 2, 96), TextToImageFusion(64, 2, dim_image=96, backend=backend)
+        inputs = [torch.randn(2, 40, 64), torch.randn(2, 144, 96)]  # 2 texts of 40 tokens, 2 images of 144
+    _randomize(fiber)
+    ours.load_state_dict(fiber.state_dict(), strict=True)
+    return ours, fiber, inputs + ([] if mask is None else [mask])
+
+
 @pytest.mark.parametrize("backend", ["triton", "torch"])
 @pytest.mark.parametrize("dtype", [pytest.param(torch.float32, id="fp32"), pytest.param(torch.float16, id="fp16")])
 def test_image_to_text_matches_fiber(backend, dtype):
-    dim, heads, dim_text, windows, images, tokens, text = 64, 2, 48, 8, 2, 49, 5
-    fiber = FiberImageToText(dim, heads, dim_text)
-    _randomize(fiber)
-    ours = ImageToTextFusion(dim, heads, dim_text=dim_text, backend=backend)
-    ours.load_state_dict(fiber.state_dict(), strict=True)
-    x = torch.randn(windows, tokens, dim)
-    y = torch.randn(images, text, dim_text)
     pad = torch.tensor([[False] * 5, [False, False, False, True, True]])
-    _compare(ours, fiber, [x, y, pad], [x, y, pad], dtype)
+    ours, fiber, inputs = _pair("image", backend, pad)
+    _compare(ours, fiber, inputs, inputs, dtype)
 
 
 @pytest.mark.parametrize("backend", ["triton", "torch"])
 @pytest.mark.parametrize("dtype", [pytest.param(torch.float32, id="fp32"), pytest.param(torch.float16, id="fp16")])
 def test_text_to_image_matches_fiber(backend, dtype):
-    hidden, heads, dim_image, batch, text, image = 64, 2, 96, 2, 40, 144
-    fiber = FiberTextToImage(hidden, heads, dim_image)
-    _randomize(fiber)
-    ours = TextToImageFusion(hidden, heads, dim_image=dim_image, backend=backend)
-    ours.load_state_dict(fiber.state_dict(), strict=True)
-    attention_output = torch.randn(batch, text, hidden)
-    image_states = torch.randn(batch, image, dim_image)
-    _compare(ours, fiber, [attention_output, image_states], [attention_output, image_states], dtype)
+    ours, fiber, inputs = _pair("text", backend)
+    _compare(ours, fiber, inputs, inputs, dtype)
 
 
 class _CountOps(TorchDispatchMode):
@@ -176,23 +178,6 @@ def test_state_dict_keys_are_fibers():
     assert image.alpha_i2t.shape == (1,) and image.alpha_i2t.item() == 0.0 and text.alpha_t2i.item() == 0.0
 
 
-def _alpha_zero_pair(direction: str, backend: str):
-    """Ours and FIBER's eager module with the same random weights and alpha = 0, and inputs x, other, mask."""
-    if direction == "image":
-        fiber, ours = FiberImageToText(64, 2, 48), ImageToTextFusion(64, 2, dim_text=48, backend=backend)
-        x, other = torch.randn(8, 49, 64), torch.randn(2, 5, 48)
-        mask = torch.tensor([[False] * 5, [False, False, True, False, True]])
-    else:
-        fiber, ours = FiberTextToImage(64, 2, 96), TextToImageFusion(64, 2, dim_image=96, backend=backend)
-        x, other, mask = torch.randn(2, 40, 64), torch.randn(2, 144, 96), None
-    _randomize(fiber)
-    alpha = fiber.alpha_i2t if direction == "image" else fiber.alpha_t2i
-    with torch.no_grad():
-        alpha.zero_()
-    ours.load_state_dict(fiber.state_dict(), strict=True)
-    return ours, fiber, x, other, mask
-
-
 def _fiber_branch(fiber: nn.Module, x, other, mask, dtype) -> torch.Tensor:
     """FIBER's eager branch output before gating (the output of ``proj_i2t`` / ``output.dense``) in ``dtype``."""
     fiber = copy.deepcopy(fiber).to(dtype)
@@ -212,7 +197,11 @@ def _fiber_branch(fiber: nn.Module, x, other, mask, dtype) -> torch.Tensor:
 def test_alpha_zero_returns_input_exactly_with_fibers_dalpha(direction, backend):
     """alpha = 0: the output is the input bit for bit, dx is grad_out bit for bit, and dalpha equals
     sum(grad_out * branch) with the branch (before gating) computed by FIBER's eager code."""
-    ours, fiber, x, other, mask = _alpha_zero_pair(direction, backend)
+    mask = torch.tensor([[False] * 5, [False, False, True, False, True]]) if direction == "image" else None
+    ours, fiber, (x, other, *_) = _pair(direction, backend, mask)
+    with torch.no_grad():
+        for module in (ours, fiber):
+            getattr(module, "alpha_i2t" if direction == "image" else "alpha_t2i").zero_()
     grad = torch.randn_like(x)
     leaf = x.clone().requires_grad_()
     out = ours(leaf, other, mask)

@@ -7,55 +7,23 @@ import pytest
 import torch
 from fiber_kernels.cross_attention import cross_attention, cross_attention_reference, triton_attention
 from fiber_kernels.testing.memory import peak_bytes
-from fiber_kernels.testing.numerics import assert_close_to_reference
 from fiber_kernels.work_buffers import total_bytes
 
-from ._cases import fresh, make_mask, make_qkv
+from ._cases import CASES, make_mask, make_qkv
+from .conftest import assert_matches_reference, with_autograd
 
-# (B, Bk, H, Nq, Nk, D, mask): groups of windows sharing their image's keys, odd sizes, padding.
-SHAPES = [
-    pytest.param(8, 2, 2, 144, 40, 32, "full", id="8win-2img-144x40-d32-fullpad"),
-    pytest.param(8, 2, 2, 49, 5, 64, "partial", id="8win-2img-49x5-d64-pad"),
-    pytest.param(2, 2, 2, 49, 1, 32, None, id="49x1-d32"),
-    pytest.param(2, 2, 2, 40, 144, 64, None, id="text40-img144-d64"),
-    pytest.param(3, 1, 1, 144, 1, 32, "full", id="3win-1img-144x1-allpad"),
-]
 DTYPES = [pytest.param(torch.float32, id="fp32"), pytest.param(torch.float16, id="fp16")]
-# Absolute slack of the tolerance rule, for elements where PyTorch is exact (Nk = 1: dq is exactly 0 in
-# PyTorch, while the kernel's recomputed p = exp(s - lse) carries fp32 rounding of ~1e-6).
-ATOL = 1e-5
 
 
-def _run(fn, q, k, v, mask, grad):
-    out = fn(q, k, v, mask)
-    out.backward(grad)
-    return [out.detach(), q.grad, k.grad, v.grad]
-
-
-def _assert_triton_fp32_matches_reference(q, k, v, mask, grad):
-    """Out, dq, dk, dv of the Triton backend within the tolerance rule of the fp64 reference (fp32 inputs)."""
-    ours = _run(lambda *a: cross_attention(*a, backend="triton"), *fresh(q, k, v), mask, grad)
-    reference = _run(cross_attention_reference, *fresh(q, k, v, dtype=torch.float64), mask, grad.double())
-    same_dtype = _run(cross_attention_reference, *fresh(q, k, v), mask, grad)
-    for name, got, ref, torch_out in zip(("out", "dq", "dk", "dv"), ours, reference, same_dtype, strict=True):
-        assert_close_to_reference(got, ref, torch_out, atol_floor=ATOL, name=name)
+def _backend(name: str):
+    return with_autograd(lambda q, k, v, mask: cross_attention(q, k, v, mask, backend=name))
 
 
 @pytest.mark.parametrize("backend", ["triton", "torch"])
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("B,Bk,H,Nq,Nk,D,mask_kind", SHAPES)
-def test_matches_reference(B, Bk, H, Nq, Nk, D, mask_kind, dtype, backend):
-    q, k, v = make_qkv(B, Bk, H, Nq, Nk, D)
-    mask = make_mask(Bk, Nk, mask_kind)
-    grad = torch.randn(B, H, Nq, D)
-    reference = _run(cross_attention_reference, *fresh(q, k, v, dtype=torch.float64), mask, grad.double())
-    same_dtype = _run(cross_attention_reference, *fresh(q, k, v, dtype=dtype), mask, grad.to(dtype))
-    ours = _run(lambda *a: cross_attention(*a, backend=backend), *fresh(q, k, v, dtype=dtype), mask,
-                grad.to(dtype))
-    for name, got, ref, torch_out in zip(("out", "dq", "dk", "dv"), ours, reference, same_dtype, strict=True):
-        assert got.dtype == dtype and got.shape == ref.shape
-        assert torch.isfinite(got).all(), f"{name} has non-finite values"
-        assert_close_to_reference(got, ref, torch_out, factor=3.0, atol_floor=ATOL, name=f"{backend} {name}")
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_matches_reference(case, dtype, backend):
+    assert_matches_reference(_backend(backend), *case.inputs(), name=backend, dtype=dtype)
 
 
 def test_fully_padded_rows_are_zero_with_zero_gradients():
@@ -97,14 +65,14 @@ def test_non_contiguous_inputs():
     assert triton_attention.dkdv_plan(q.shape, k.shape, config)[0] > 1
     mask = make_mask(Bk, Nk, "partial")
     grad = torch.randn(B, Nq, H, D).transpose(1, 2)  # a non-contiguous incoming gradient too
-    _assert_triton_fp32_matches_reference(q, k, v, mask, grad)
+    assert_matches_reference(_backend("triton"), q, k, v, mask, grad, name="triton")
 
 
 def test_head_dim_128_forward_and_backward():
     q, k, v = make_qkv(2, 1, 1, 49, 40, 128)
     mask = make_mask(1, 40, "partial")
     grad = torch.randn(2, 1, 49, 128)
-    _assert_triton_fp32_matches_reference(q, k, v, mask, grad)
+    assert_matches_reference(_backend("triton"), q, k, v, mask, grad, name="triton")
 
 
 def test_backward_is_deterministic_and_split_independent():

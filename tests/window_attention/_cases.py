@@ -1,4 +1,4 @@
-"""Shared inputs for the window-attention tests."""
+"""The window-attention problems every backend's numerics tests run (``CASES``) and the input builder."""
 
 from __future__ import annotations
 
@@ -42,3 +42,23 @@ def make_inputs(case: Case, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Ten
     bias = torch.randn(3 * C) if case.bias else None
     cast = (lambda t: None if t is None else t.to(dtype))
     return cast(qkv), cast(table), cast(bias)
+
+
+# Every backend's numerics tests (Triton, the CUDA kernels under emulation) run all of these.
+CASES = [
+    Case(1, 7, 14, 3, 32, (7, 7), (0, 0)),             # window 7, multiples, no shift
+    Case(1, 14, 14, 4, 32, (7, 7), (3, 3)),            # window 7, shifted, 4 windows
+    Case(2, 5, 9, 3, 32, (7, 7), (3, 3)),              # not multiples: padded keys = qkv bias
+    Case(1, 7, 7, 4, 32, (7, 7), (3, 3)),              # one window, shifted (detection variant)
+    Case(1, 12, 12, 1, 32, (12, 12), (0, 0)),          # window 12, one window
+    Case(1, 13, 12, 3, 32, (12, 12), (6, 6)),          # window 12, shifted, padded
+    Case(1, 10, 12, 3, 32, (7, 7), (3, 3), bias=False),
+    Case(1, 10, 12, 3, 32, (7, 7), (3, 3), shift_first=True),   # timm's order
+    Case(1, 5, 8, 3, 32, (4, 6), (2, 0)),              # rectangular window, one-axis shift
+    Case(1, 9, 10, 2, 16, (7, 7), (3, 3)),             # head dim 16
+    Case(1, 8, 7, 2, 64, (7, 7), (3, 3)),              # head dim 64
+]
+# FIBER's stage-4 map at 800x1333 (25x42, window 12, shift 6: padded to 36x48, 12 windows) with FIBER's 4 heads,
+# and with 1 head (FIBER_25X42_H1), which keeps the Triton interpreter cheap (~8 s per dtype).
+FIBER_25X42 = Case(1, 25, 42, 4, 32, (12, 12), (6, 6))
+FIBER_25X42_H1 = Case(1, 25, 42, 1, 32, (12, 12), (6, 6))
