@@ -11,8 +11,14 @@ relative-position bias gathered from ``table ((2w-1)^2, nH)`` by ``rel_index (N,
 shift mask ``(nW, N, N)`` with -100 between regions (Swin's values).
 
 Eager cores are written out as FIBER's code does (``softmax(q kᵀ · scale + mask) v``); the
-``sdpa_*`` variants compute the same with ``F.scaled_dot_product_attention``. The mask value, the
-relative-position index and the shift mask are the library's (``fiber_kernels.<op>.reference``).
+``sdpa_*`` variants compute the same with ``F.scaled_dot_product_attention``. The mask value is the
+library's (``fiber_kernels.cross_attention.reference``); the benchmarks take the relative-position index,
+the shift mask and the window geometry from ``fiber_kernels.window_attention`` too. The library's
+``cross_attention_reference`` is not the eager core: by contract it zeroes query rows whose keys are all
+padding (an extra masked fill) and always copies the keys, where FIBER's code does neither.
+
+Also shared by the attention benchmarks: ``attention_flops`` (the FLOP count of one core) and
+``cross_inputs`` (the trainable q, k, v and the caption padding of one cross-attention shape).
 """
 
 from __future__ import annotations
@@ -22,11 +28,8 @@ import math
 import torch
 import torch.nn.functional as F
 from fiber_kernels.cross_attention.reference import MASK_VALUE as MASKED_LOGIT
-from fiber_kernels.window_attention import reference as window_reference
 
-from bench.harness import module_reason
-
-SHIFT_MASK_VALUE = -100.0  # Swin/FIBER shifted-window mask between regions
+from bench.harness import UnsupportedCaseError, gpu_package_reason
 
 
 def _expand_keys(t: torch.Tensor, groups: int) -> torch.Tensor:
@@ -116,35 +119,12 @@ def sdpa_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, tab
     return out.view(b_, heads, n, d)
 
 
-def relative_position_index(window: int) -> torch.Tensor:
-    """Swin's ``relative_position_index (w², w²)`` into the ``((2w-1)^2, nH)`` table of a square window."""
-    return window_reference.relative_position_index(window, window)
-
-
-def shift_mask(height: int, width: int, window: int, shift: int) -> torch.Tensor:
-    """Swin's attention mask for a ``height x width`` token map (multiples of ``window``) shifted by
-    ``shift``: ``(nW, w², w²)``, 0 within a region and -100 across regions."""
-    return window_reference.shift_attention_mask(height, width, (window, window), (shift, shift), SHIFT_MASK_VALUE)
-
-
-def flash_attn_reason(device: torch.device, purpose: str) -> str | None:
-    """flash-attn runs only on real NVIDIA GPUs (sm80+), fp16/bf16, with the package built."""
-    missing = module_reason("flash_attn", "PyPI ships only an sdist that needs CUDA to build")
-    if missing:
-        return missing
-    if device.type != "cuda" or not torch.cuda.is_available():
-        return "flash-attn has no CPU kernel and no fake-tensor support; needs a real GPU"
-    return None
-
-
-def xformers_reason(device: torch.device, purpose: str) -> str | None:
-    """xformers' memory_efficient_attention needs a real GPU (0.0.35 has no CPU operator)."""
-    missing = module_reason("xformers", "optional baseline (pip install xformers on a GPU host)")
-    if missing:
-        return missing
-    if device.type != "cuda" or not torch.cuda.is_available():
-        return "xformers has no CPU operator (0.0.35); needs a real GPU"
-    return None
+# flash-attn runs only on real NVIDIA GPUs (sm80+), fp16/bf16, with the package built; xformers'
+# memory_efficient_attention too (0.0.35 has no CPU operator).
+flash_attn_reason = gpu_package_reason("flash_attn", "PyPI ships only an sdist that needs CUDA to build",
+                                       "flash-attn has no CPU kernel and no fake-tensor support; needs a real GPU")
+xformers_reason = gpu_package_reason("xformers", "optional baseline (pip install xformers on a GPU host)",
+                                     "xformers has no CPU operator (0.0.35); needs a real GPU")
 
 
 def flash_cross_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -176,3 +156,34 @@ def xformers_cross_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     k, v = _expand_keys(k, groups), _expand_keys(v, groups)
     bias = None if key_padding_mask is None else _additive_padding(key_padding_mask, groups, q.dtype)
     return xformers_attention(q, k, v, bias)
+
+
+def attention_flops(batch: int, heads: int, nq: int, nk: int, head_dim: int) -> dict[str, float]:
+    """Model FLOPs of one attention core (matmuls only; softmax and mask adds not counted):
+    fwd = 2 matmuls (q kᵀ, p v) x 2·Nq·Nk·D = 4·B·H·Nq·Nk·D; bwd = 4 matmuls (dv, dp, dq, dk) =
+    8·B·H·Nq·Nk·D (no recomputation counted); full = fwd + bwd = 12·B·H·Nq·Nk·D."""
+    fwd = 4.0 * batch * heads * nq * nk * head_dim
+    return {"fwd": fwd, "bwd": 2.0 * fwd, "full": 3.0 * fwd}
+
+
+def padded_keys(key_batch: int, keys: int, pad: int, device: torch.device) -> torch.Tensor | None:
+    """``(Bk, Nk)`` bool, True on the last ``pad`` keys (caption padding); None when pad = 0."""
+    if not pad:
+        return None
+    mask = torch.zeros(key_batch, keys, device=device, dtype=torch.bool)
+    mask[:, keys - pad:] = True
+    return mask
+
+
+def cross_inputs(provider: str, dims: dict[str, int], device: torch.device, dtype: torch.dtype
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Random trainable q ``(B, H, Nq, D)`` and k, v ``(Bk, H, Nk, D)``, and the key padding mask ``(Bk, Nk)``
+    on the last ``pad`` keys, from a shape's ``dims`` (B, Bk, H, Nq, Nk, D, pad). flash-attn takes no padding
+    mask: a padded shape is ``UnsupportedCaseError`` for it."""
+    B, Bk, H, Nq, Nk, D, pad = (dims[k] for k in ("B", "Bk", "H", "Nq", "Nk", "D", "pad"))
+    q = torch.randn(B, H, Nq, D, device=device, dtype=dtype, requires_grad=True)
+    k, v = (torch.randn(Bk, H, Nk, D, device=device, dtype=dtype, requires_grad=True) for _ in range(2))
+    mask = padded_keys(Bk, Nk, pad, device)
+    if provider == "flash_attn" and mask is not None:
+        raise UnsupportedCaseError("flash_attn: key padding needs flash_attn_varlen_func (unpadded keys); not wired")
+    return q, k, v, mask

@@ -11,29 +11,24 @@ projected GPU times from counted FLOPs and bytes (roofline, labelled projected).
 from __future__ import annotations
 
 import torch
+from fiber_kernels.window_attention.geometry import WindowGeometry
+from fiber_kernels.window_attention.reference import relative_position_index, shift_attention_mask
 
 from bench.attention_cores import (
+    attention_flops,
+    cross_inputs,
     eager_cross_attention,
     eager_window_attention,
     flash_attn_reason,
     flash_cross_attention,
-    relative_position_index,
     sdpa_cross_attention,
     sdpa_window_attention,
-    shift_mask,
     window_bias,
     xformers_attention,
     xformers_cross_attention,
     xformers_reason,
 )
-from bench.harness import (
-    Case,
-    KernelBench,
-    Provider,
-    Shape,
-    UnsupportedCaseError,
-    benchmark_tests,
-)
+from bench.harness import Case, KernelBench, Provider, Shape, UnsupportedCaseError, benchmark_tests
 
 PROVIDERS = (
     Provider("eager"),
@@ -41,14 +36,6 @@ PROVIDERS = (
     Provider("flash_attn", flash_attn_reason),
     Provider("xformers", xformers_reason),
 )
-
-
-def attention_flops(batch: int, heads: int, nq: int, nk: int, head_dim: int) -> dict[str, float]:
-    """Model FLOPs of one attention core (matmuls only; softmax and mask adds not counted):
-    fwd = 2 matmuls (q kᵀ, p v) x 2·Nq·Nk·D = 4·B·H·Nq·Nk·D; bwd = 4 matmuls (dv, dp, dq, dk) =
-    8·B·H·Nq·Nk·D (no recomputation counted); full = fwd + bwd = 12·B·H·Nq·Nk·D."""
-    fwd = 4.0 * batch * heads * nq * nk * head_dim
-    return {"fwd": fwd, "bwd": 2.0 * fwd, "full": 3.0 * fwd}
 
 
 # ---- (a) cross-attention: dims B (query batch), Bk (key batch), H, Nq, Nk, D, pad (padded text keys)
@@ -76,18 +63,11 @@ def build_cross(provider: str, shape: Shape, device: torch.device, dtype: torch.
     """Random q ``(B, H, Nq, D)``, k/v ``(Bk, H, Nk, D)`` (all trainable) and a key padding mask
     ``(Bk, Nk)`` (True = padding) on the last ``pad`` keys (None when pad = 0). Image->text shapes
     (label contains ``i2t``) scale the query first as FIBER's Swin side does; text->image the scores."""
-    B, Bk, H, Nq, Nk, D, pad = (shape.dims[k] for k in ("B", "Bk", "H", "Nq", "Nk", "D", "pad"))
-    q = torch.randn(B, H, Nq, D, device=device, dtype=dtype, requires_grad=True)
-    k, v = (torch.randn(Bk, H, Nk, D, device=device, dtype=dtype, requires_grad=True) for _ in range(2))
-    mask = None
-    if pad:
-        mask = torch.zeros(Bk, Nk, device=device, dtype=torch.bool)
-        mask[:, Nk - pad:] = True
-    if provider == "flash_attn" and mask is not None:
-        raise UnsupportedCaseError("flash_attn: key padding needs flash_attn_varlen_func (unpadded keys); not wired")
+    q, k, v, mask = cross_inputs(provider, shape.dims, device, dtype)
     fn = {"eager": eager_cross_attention, "sdpa": sdpa_cross_attention, "flash_attn": flash_cross_attention,
           "xformers": xformers_cross_attention}[provider]
-    return Case(fn, (q, k, v, mask, "i2t" in shape.label), attention_flops(B, H, Nq, Nk, D))
+    flops = attention_flops(*(shape.dims[k] for k in ("B", "H", "Nq", "Nk", "D")))
+    return Case(fn, (q, k, v, mask, "i2t" in shape.label), flops)
 
 
 CROSS = KernelBench("cross_attention_core", PROVIDERS, CROSS_SHAPES, build_cross)
@@ -119,15 +99,18 @@ def build_window(provider: str, shape: Shape, device: torch.device, dtype: torch
     """q/k/v ``(B·nW, H, w², D)`` and the bias table ``((2w-1)², H)`` trainable; relative index and
     shift mask ``(nW, w², w²)`` (None when shift = 0) fixed."""
     B, Ht, Wt, w, shift, H, D = (shape.dims[k] for k in ("B", "Ht", "Wt", "window", "shift", "H", "D"))
-    windows, n = (Ht // w) * (Wt // w), w * w
-    q, k, v = (torch.randn(B * windows, H, n, D, device=device, dtype=dtype, requires_grad=True) for _ in range(3))
-    table = (0.02 * torch.randn((2 * w - 1) ** 2, H, device=device, dtype=dtype)).requires_grad_()
+    geometry = WindowGeometry.of((B, Ht, Wt, 3 * H * D), H, (w, w), (shift, shift), D ** -0.5, -100.0, False)
+    n = geometry.tokens
+    q, k, v = (torch.randn(geometry.windows, H, n, D, device=device, dtype=dtype, requires_grad=True)
+               for _ in range(3))
+    table = (0.02 * torch.randn(geometry.table_rows, H, device=device, dtype=dtype)).requires_grad_()
     if device.type == "cuda" and not torch.cuda.is_available():  # fake tensors hold no values: shapes only
         rel_index = torch.zeros(n, n, device=device, dtype=torch.long)
-        mask = torch.zeros(windows, n, n, device=device, dtype=dtype) if shift else None
+        mask = torch.zeros(geometry.windows_per_image, n, n, device=device, dtype=dtype) if shift else None
     else:
-        rel_index = relative_position_index(w).to(device)
-        mask = shift_mask(Ht, Wt, w, shift).to(device=device, dtype=dtype) if shift else None
+        rel_index = relative_position_index(w, w, device=device)
+        mask = shift_attention_mask(Ht, Wt, geometry.window, geometry.shift, geometry.mask_value, device,
+                                    dtype) if shift else None
 
     def xformers_window(q, k, v, table, rel_index, mask):
         bias = window_bias(table, rel_index).unsqueeze(0)
@@ -138,7 +121,7 @@ def build_window(provider: str, shape: Shape, device: torch.device, dtype: torch
     fn = {"eager": eager_window_attention, "sdpa": sdpa_window_attention, "xformers": xformers_window}.get(provider)
     if fn is None:
         raise UnsupportedCaseError(f"{provider} takes no additive bias (Swin bias + shift mask)")
-    return Case(fn, (q, k, v, table, rel_index, mask), attention_flops(B * windows, H, n, n, D))
+    return Case(fn, (q, k, v, table, rel_index, mask), attention_flops(geometry.windows, H, n, n, D))
 
 
 def _window_flash_reason(device: torch.device, purpose: str) -> str | None:

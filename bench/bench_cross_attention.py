@@ -30,22 +30,17 @@ from fiber_kernels.modules.fusion import ImageToTextFusion, TextToImageFusion
 from fiber_kernels.work_buffers import total_bytes
 
 from bench.attention_cores import (
+    attention_flops,
+    cross_inputs,
     eager_cross_attention,
     flash_attn_reason,
     flash_cross_attention,
+    padded_keys,
     sdpa_cross_attention,
     xformers_cross_attention,
     xformers_reason,
 )
-from bench.harness import (
-    Case,
-    KernelBench,
-    Provider,
-    Shape,
-    UnsupportedCaseError,
-    benchmark_tests,
-    triton_reason,
-)
+from bench.harness import Case, KernelBench, Provider, Shape, benchmark_tests, triton_reason
 
 
 def cpu_path_reason(device: torch.device, purpose: str) -> str | None:
@@ -88,22 +83,6 @@ def _dims(shape: Shape) -> tuple[int, ...]:
     return tuple(shape.dims[k] for k in ("B", "Bk", "H", "Nq", "Nk", "D", "pad"))
 
 
-def _padding(Bk: int, Nk: int, pad: int, device: torch.device) -> torch.Tensor | None:
-    """``(Bk, Nk)`` bool, True on the last ``pad`` keys (caption padding); None when pad = 0."""
-    if not pad:
-        return None
-    mask = torch.zeros(Bk, Nk, device=device, dtype=torch.bool)
-    mask[:, Nk - pad:] = True
-    return mask
-
-
-def core_flops(B: int, H: int, Nq: int, Nk: int, D: int) -> dict[str, float]:
-    """Model FLOPs (matmuls only): fwd = q kᵀ + p v = 4·B·H·Nq·Nk·D; bwd = dv, dp, dq, dk = 8·B·H·Nq·Nk·D
-    (recomputation not counted); full = 12·B·H·Nq·Nk·D."""
-    fwd = 4.0 * B * H * Nq * Nk * D
-    return {"fwd": fwd, "bwd": 2 * fwd, "full": 3 * fwd}
-
-
 def attention_temporaries(shape: Shape, device: torch.device, dtype: torch.dtype) -> tuple[str, int]:
     """What the fused attention's backward custom op allocates and frees inside itself, which fake tensors
     cannot see (they run the op's fake impl): a description and the bytes live at once, from the launcher's
@@ -121,13 +100,9 @@ def attention_temporaries(shape: Shape, device: torch.device, dtype: torch.dtype
 def build_core(provider: str, shape: Shape, device: torch.device, dtype: torch.dtype) -> Case:
     """Trainable q, k, v and the caption padding mask; image->text scales q first (Swin), text->image
     divides the scores (RoBERTa), as FIBER's two eager paths do."""
-    B, Bk, H, Nq, Nk, D, pad = _dims(shape)
-    q = torch.randn(B, H, Nq, D, device=device, dtype=dtype, requires_grad=True)
-    k, v = (torch.randn(Bk, H, Nk, D, device=device, dtype=dtype, requires_grad=True) for _ in range(2))
-    mask = _padding(Bk, Nk, pad, device)
+    B, _, H, Nq, Nk, D, _ = _dims(shape)
+    q, k, v, mask = cross_inputs(provider, shape.dims, device, dtype)
     image_side = bool(shape.dims["i2t"])
-    if provider == "flash_attn" and mask is not None:
-        raise UnsupportedCaseError("flash_attn: key padding needs flash_attn_varlen_func (unpadded keys); not wired")
     functions = {
         "eager": lambda q, k, v, m: eager_cross_attention(q, k, v, m, image_side),
         "fused": lambda q, k, v, m: cross_attention(q, k, v, m, backend="triton"),
@@ -141,7 +116,7 @@ def build_core(provider: str, shape: Shape, device: torch.device, dtype: torch.d
         what, peak = attention_temporaries(shape, device, dtype)
         note = (f"peak_bytes excludes the backward op's internal temporaries ({what}): the true peak lies in "
                 f"[peak_bytes, peak_bytes + {peak} B]")
-    return Case(functions[provider], (q, k, v, mask), core_flops(B, H, Nq, Nk, D), note=note)
+    return Case(functions[provider], (q, k, v, mask), attention_flops(B, H, Nq, Nk, D), note=note)
 
 
 def fiber_image_to_text(module: ImageToTextFusion, x: torch.Tensor, other: torch.Tensor,
@@ -203,7 +178,7 @@ def build_branch(provider: str, shape: Shape, device: torch.device, dtype: torch
     module = _module(image_side, channels, H, other_channels, backend, device, dtype)
     x = torch.randn(B, Nq, channels, device=device, dtype=dtype, requires_grad=True)
     other = torch.randn(Bk, Nk, other_channels, device=device, dtype=dtype, requires_grad=True)
-    mask = _padding(Bk, Nk, pad, device)
+    mask = padded_keys(Bk, Nk, pad, device)
     if provider == "eager":
         fiber = fiber_image_to_text if image_side else fiber_text_to_image
         fn = lambda x, other, mask: fiber(module, x, other, mask)
@@ -211,7 +186,7 @@ def build_branch(provider: str, shape: Shape, device: torch.device, dtype: torch
         fn = lambda x, other, mask: module(x, other, mask)
     # Model FLOPs: the attention core plus the projections (q, kv, out): 2·rows·in·out each, bwd 2x.
     linear = 2.0 * (B * Nq * channels * channels * 2 + Bk * Nk * other_channels * 2 * channels)
-    core = core_flops(B, H, Nq, Nk, D)
+    core = attention_flops(B, H, Nq, Nk, D)
     flops = {mode: core[mode] + linear * (1, 2, 3)[index] for index, mode in enumerate(("fwd", "bwd", "full"))}
     notes = [f"module weights {sum(p.numel() for p in module.parameters())}"]
     if provider == "fused":

@@ -22,6 +22,8 @@ when it returns, so the fused peak is at most ``peak_bytes`` + that sum.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from fiber_kernels.window_attention import window_attention, window_attention_reference, window_attention_sdpa
 from fiber_kernels.window_attention.geometry import WindowGeometry
@@ -35,16 +37,8 @@ from fiber_kernels.window_attention.reference import (
 from fiber_kernels.window_attention.triton_bwd import work_buffers
 from fiber_kernels.work_buffers import total_bytes
 
-from bench.attention_cores import xformers_attention, xformers_reason
-from bench.harness import (
-    Case,
-    KernelBench,
-    Provider,
-    Shape,
-    UnsupportedCaseError,
-    benchmark_tests,
-    triton_reason,
-)
+from bench.attention_cores import attention_flops, xformers_attention, xformers_reason
+from bench.harness import Case, KernelBench, Provider, Shape, UnsupportedCaseError, benchmark_tests, triton_reason
 
 
 def _flex_reason(device: torch.device, purpose: str) -> str | None:
@@ -87,15 +81,11 @@ SHAPES = (
 )
 
 
-def _padded_windows(H: int, W: int, window: int) -> int:
-    return -(-H // window) * -(-W // window)
-
-
-def window_flops(B: int, H: int, W: int, C: int, heads: int, window: int) -> dict[str, float]:
-    """Model FLOPs (matmuls only): fwd = 2 matmuls x 2·N²·D per window and head = 4·B·nW·N²·C with
-    nW the windows of the padded map and N = window²; bwd = 4 matmuls = 2 x fwd; full = 3 x fwd."""
-    fwd = 4.0 * B * _padded_windows(H, W, window) * (window * window) ** 2 * C
-    return {"fwd": fwd, "bwd": 2.0 * fwd, "full": 3.0 * fwd}
+def window_flops(geometry: WindowGeometry) -> dict[str, float]:
+    """Model FLOPs (matmuls only): ``attention_flops`` of every window of the padded map (B·nW of them) and
+    head, N = window² queries and keys: fwd = 4·B·nW·N²·C, bwd = 2 x fwd, full = 3 x fwd."""
+    g = geometry
+    return attention_flops(g.windows, g.num_heads, g.tokens, g.tokens, g.head_dim)
 
 
 def _additive(table: torch.Tensor, window: int, shift: int, Hp: int, Wp: int, heads: int) -> torch.Tensor:
@@ -109,42 +99,50 @@ def _additive(table: torch.Tensor, window: int, shift: int, Hp: int, Wp: int, he
     return bias
 
 
-def _xformers_window(qkv, table, bias, heads, window, shift, scale):
+def _through_windows(core: Callable[..., torch.Tensor], qkv: torch.Tensor, table: torch.Tensor,
+                     bias: torch.Tensor, heads: int, window: int, shift: int) -> torch.Tensor:
+    """The library's reference steps around an attention ``core``: pad (tokens = qkv bias), shift, partition,
+    ``core(q, k, v, additive)`` on ``(B·nW, nH, N, D)`` with the dense bias + shift mask ``(nW or 1, nH, N, N)``,
+    merge, unshift, crop: ``(B, H, W, C)``."""
     B, H, W, _ = qkv.shape
     windows, Hp, Wp = windows_of_qkv(qkv, bias, (window, window), (shift, shift), False)
     q, k, v = split_heads(windows, heads)
-    additive = _additive(table, window, shift, Hp, Wp, heads).to(q.dtype)
-    additive = additive.repeat(B, 1, 1, 1) if shift else additive  # (B·nW, nH, N, N): xformers needs it dense
-    out = xformers_attention(q * (scale * q.shape[-1] ** 0.5), k, v, additive)
+    out = core(q, k, v, _additive(table, window, shift, Hp, Wp, heads).to(q.dtype))
     out = out.transpose(1, 2).reshape(out.shape[0], out.shape[2], -1)
     return merge_windows(out, B, H, W, Hp, Wp, (window, window), (shift, shift), False)
+
+
+def _xformers_window(qkv, table, bias, heads, window, shift, scale):
+    def core(q, k, v, additive):
+        additive = additive.repeat(qkv.shape[0], 1, 1, 1) if shift else additive  # (B·nW, nH, N, N): dense
+        return xformers_attention(q * (scale * q.shape[-1] ** 0.5), k, v, additive)
+
+    return _through_windows(core, qkv, table, bias, heads, window, shift)
 
 
 def _flex_window(qkv, table, bias, heads, window, shift, scale):
     from torch.nn.attention.flex_attention import flex_attention
 
-    B, H, W, _ = qkv.shape
-    windows, Hp, Wp = windows_of_qkv(qkv, bias, (window, window), (shift, shift), False)
-    q, k, v = split_heads(windows, heads)
-    additive = _additive(table, window, shift, Hp, Wp, heads).to(q.dtype)
-    n_win = additive.shape[0]
+    def core(q, k, v, additive):
+        n_win = additive.shape[0]
 
-    def score_mod(score, batch, head, query, key):
-        return score + additive[batch % n_win, head, query, key]
+        def score_mod(score, batch, head, query, key):
+            return score + additive[batch % n_win, head, query, key]
 
-    out = flex_attention(q, k, v, score_mod=score_mod, scale=scale)
-    out = out.transpose(1, 2).reshape(out.shape[0], out.shape[2], -1)
-    return merge_windows(out, B, H, W, Hp, Wp, (window, window), (shift, shift), False)
+        return flex_attention(q, k, v, score_mod=score_mod, scale=scale)
+
+    return _through_windows(core, qkv, table, bias, heads, window, shift)
 
 
 def build(provider: str, shape: Shape, device: torch.device, dtype: torch.dtype) -> Case:
     """qkv ``(B, H, W, 3C)``, table ``((2w-1)², nH)`` and qkv bias ``(3C,)``, all trainable."""
     B, H, W, C, heads, window, shift = (shape.dims[k] for k in ("B", "H", "W", "C", "heads", "window", "shift"))
-    qkv = torch.randn(B, H, W, 3 * C, device=device, dtype=dtype, requires_grad=True)
-    table = (0.02 * torch.randn((2 * window - 1) ** 2, heads, device=device, dtype=dtype)).requires_grad_()
-    bias = (0.02 * torch.randn(3 * C, device=device, dtype=dtype)).requires_grad_()
-    scale = (C // heads) ** -0.5
     win, sh = (window, window), (shift, shift)
+    geometry = WindowGeometry.of((B, H, W, 3 * C), heads, win, sh, (C // heads) ** -0.5, -100.0, False)
+    qkv = torch.randn(B, H, W, 3 * C, device=device, dtype=dtype, requires_grad=True)
+    table = (0.02 * torch.randn(geometry.table_rows, heads, device=device, dtype=dtype)).requires_grad_()
+    bias = (0.02 * torch.randn(3 * C, device=device, dtype=dtype)).requires_grad_()
+    scale = geometry.scale
     functions = {
         "eager": lambda q, t, b: window_attention_reference(q, t, heads, win, sh, scale, b),
         "sdpa": lambda q, t, b: window_attention_sdpa(q, t, heads, win, sh, scale, b),
@@ -154,13 +152,12 @@ def build(provider: str, shape: Shape, device: torch.device, dtype: torch.dtype)
     }
     if provider not in functions:
         raise UnsupportedCaseError(f"unknown provider {provider}")
-    note = _work_bytes_note(qkv.shape, heads, window, dtype) if provider == "triton" else ""
-    return Case(functions[provider], (qkv, table, bias), window_flops(B, H, W, C, heads, window), note=note)
+    note = _work_bytes_note(geometry, dtype) if provider == "triton" else ""
+    return Case(functions[provider], (qkv, table, bias), window_flops(geometry), note=note)
 
 
-def _work_bytes_note(qkv_shape: tuple[int, ...], heads: int, window: int, dtype: torch.dtype) -> str:
+def _work_bytes_note(geometry: WindowGeometry, dtype: torch.dtype) -> str:
     """Exact bytes the Triton launchers allocate inside the custom ops (unseen on fake tensors)."""
-    geometry = WindowGeometry.of(qkv_shape, heads, (window, window), (0, 0), 1.0, -100.0, False)
     work = work_buffers(geometry, dtype, has_qkv_bias=True)
     parts = ", ".join(f"{buffer.name} {buffer.nbytes}" for buffer in work)
     dense_bias = next(buffer for buffer in work if buffer.name == "rpb")

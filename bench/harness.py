@@ -73,6 +73,21 @@ def triton_reason(device: torch.device, purpose: str) -> str | None:
     return None
 
 
+def gpu_package_reason(module: str, why_missing: str, no_gpu: str) -> ReasonFn:
+    """Reason function of a provider from an optional package that runs only on a real GPU: ``module`` not
+    installed (``why_missing`` says how to get it), else ``no_gpu`` on the CPU and on fake CUDA tensors."""
+
+    def reason(device: torch.device, purpose: str) -> str | None:
+        missing = module_reason(module, why_missing)
+        if missing:
+            return missing
+        if device.type != "cuda" or not torch.cuda.is_available():
+            return no_gpu
+        return None
+
+    return reason
+
+
 def cuda_ext_reason(op: str) -> ReasonFn:
     """Reason function of the CUDA-extension backend of ``op``: ``_C`` built with a CUDA kernel for it,
     and a real GPU to time on (fake CUDA tensors need the op's fake implementation, which it has)."""

@@ -268,13 +268,21 @@ def test_standard_provider_reasons(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_attention_cores_match_each_other_and_the_references() -> None:
+    from fiber_kernels.cross_attention.reference import cross_attention_reference
+    from fiber_kernels.window_attention.reference import (
+        merge_windows,
+        relative_position_index,
+        shift_attention_mask,
+        split_heads,
+        window_attention_reference,
+        windows_of_qkv,
+    )
+
     from bench.attention_cores import (
         eager_cross_attention,
         eager_window_attention,
-        relative_position_index,
         sdpa_cross_attention,
         sdpa_window_attention,
-        shift_mask,
     )
 
     f64 = torch.float64
@@ -286,13 +294,33 @@ def test_attention_cores_match_each_other_and_the_references() -> None:
         for scale_query in (True, False):
             eager = eager_cross_attention(q, k, v, mask, scale_query)
             torch.testing.assert_close(sdpa_cross_attention(q, k, v, mask, scale_query), eager)
-    qw, kw, vw = (torch.randn(8, 3, 16, 8, dtype=f64) for _ in range(3))
-    table, index, shift = torch.randn(49, 3, dtype=f64), relative_position_index(4), shift_mask(8, 8, 4, 2).to(f64)
-    for m in (None, shift):
-        torch.testing.assert_close(sdpa_window_attention(qw, kw, vw, table, index, m),
-                                   eager_window_attention(qw, kw, vw, table, index, m))
-    cross_ref = pytest.importorskip("fiber_kernels.cross_attention.reference")
-    torch.testing.assert_close(cross_ref.cross_attention_reference(q, k, v, pad), eager_cross_attention(q, k, v, pad))
-    window_ref = pytest.importorskip("fiber_kernels.window_attention.reference")
-    assert torch.equal(window_ref.relative_position_index(4, 4), relative_position_index(4))
-    torch.testing.assert_close(window_ref.shift_attention_mask(8, 8, (4, 4), (2, 2)), shift_mask(8, 8, 4, 2))
+            torch.testing.assert_close(cross_attention_reference(q, k, v, mask), eager)
+    # The window cores on the windows of two 8x8 maps (window 4, 3 heads of 8), merged back, against the
+    # library's step-by-step reference of the whole op, without and with a shift.
+    qkv, table = torch.randn(2, 8, 8, 72, dtype=f64), torch.randn(49, 3, dtype=f64)
+    index = relative_position_index(4, 4)
+    for shift in ((0, 0), (2, 2)):
+        windows, _, _ = windows_of_qkv(qkv, None, (4, 4), shift, False)
+        qw, kw, vw = split_heads(windows, 3)
+        mask = shift_attention_mask(8, 8, (4, 4), shift, dtype=f64) if any(shift) else None
+        eager = eager_window_attention(qw, kw, vw, table, index, mask)
+        torch.testing.assert_close(sdpa_window_attention(qw, kw, vw, table, index, mask), eager)
+        merged = merge_windows(eager.transpose(1, 2).reshape(8, 16, 24), 2, 8, 8, 8, 8, (4, 4), shift, False)
+        torch.testing.assert_close(merged, window_attention_reference(qkv, table, 3, (4, 4), shift, 8 ** -0.5))
+
+
+def test_shared_attention_bench_pieces() -> None:
+    from bench.attention_cores import attention_flops, cross_inputs, padded_keys
+
+    fwd = 4.0 * 2 * 3 * 5 * 7 * 8
+    assert attention_flops(2, 3, 5, 7, 8) == {"fwd": fwd, "bwd": 2 * fwd, "full": 3 * fwd}
+    cpu = torch.device("cpu")
+    assert padded_keys(2, 5, 0, cpu) is None
+    assert padded_keys(2, 5, 2, cpu).tolist() == [[False, False, False, True, True]] * 2
+    dims = {"B": 4, "Bk": 2, "H": 3, "Nq": 6, "Nk": 5, "D": 8, "pad": 2}
+    q, k, v, mask = cross_inputs("eager", dims, cpu, torch.float32)
+    assert q.shape == (4, 3, 6, 8) and k.shape == v.shape == (2, 3, 5, 8)
+    assert all(t.requires_grad for t in (q, k, v)) and torch.equal(mask, padded_keys(2, 5, 2, cpu))
+    with pytest.raises(harness.UnsupportedCaseError, match="flash_attn: key padding needs flash_attn_varlen_func"):
+        cross_inputs("flash_attn", dims, cpu, torch.float32)
+    assert cross_inputs("flash_attn", {**dims, "pad": 0}, cpu, torch.float32)[3] is None
