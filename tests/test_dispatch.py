@@ -121,3 +121,36 @@ def test_device_info_of_tensors() -> None:
         fake = torch.empty(2, device="cuda")
     expected = torch.cuda.get_device_capability() if torch.cuda.is_available() else (8, 0)
     assert DeviceInfo.of(fake) == DeviceInfo("cuda", expected)
+
+
+def test_register_launchers_registers_every_table_entry(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dispatch, "_REGISTRY", dispatch._Registry())
+    limits = dispatch.BackendLimits(head_dims=(32,))
+
+    def reasons(device: DeviceInfo, head_dim: int) -> list[str]:
+        return limits.head_dim_reasons(head_dim, "head dim")
+
+    table = {"triton": dispatch.Launchers(abs, abs, limits, reasons),
+             "cuda": dispatch.Launchers(abs, abs, dispatch.BackendLimits())}
+    dispatch.register_launchers("toy", table, lambda name: lambda: f"op with launcher {name}")
+    backends = dispatch.registered_ops()["toy"]
+    assert list(backends) == ["triton", "cuda"]
+    assert backends["triton"].impl() == "op with launcher triton" and backends["cuda"].impl() == "op with launcher cuda"
+    assert backends["triton"].limits is limits and backends["triton"].reasons is reasons
+    assert backends["cuda"].limits is table["cuda"].limits and backends["cuda"].reasons is None
+    assert backends["triton"].reasons(SM80, head_dim=64) == ["head dim must be one of (32,), got 64"]
+
+
+def test_every_launcher_table_entry_is_a_registered_backend() -> None:
+    """The ops' launcher tables are what dispatch knows: each entry registered under its name with its limits and
+    reasons, in table order, then the ``torch`` backend (outside the custom op)."""
+    from fiber_kernels.cross_attention.function import ATTENTION_LAUNCHERS, LINEAR_LAUNCHERS
+    from fiber_kernels.window_attention.function import LAUNCHERS
+
+    registered = dispatch.registered_ops()
+    for op, table in (("cross_attention", ATTENTION_LAUNCHERS), ("gated_residual_linear", LINEAR_LAUNCHERS),
+                      ("window_attention", LAUNCHERS)):
+        assert list(registered[op]) == [*table, "torch"], op
+        for name, launchers in table.items():
+            assert registered[op][name].limits is launchers.limits, (op, name)
+            assert registered[op][name].reasons is launchers.reasons, (op, name)

@@ -1,6 +1,7 @@
 """Backend choice for every fiber_kernels op.
 
-Each op registers its backends here (``register_backend``) and asks ``select_backend`` which one
+Each op registers its backends here (``register_backend``; ``register_launchers`` for every entry of an
+op's launcher table, the backends that run inside its custom op) and asks ``select_backend`` which one
 serves a call. A backend answers ``not_supported_reasons``: the generic reasons of its kind (is the
 extension built, is the tensor on the right device) plus the op's own (dtype, head dim, ...). The
 first backend of the auto order with no reasons wins; an explicitly requested backend that cannot
@@ -139,6 +140,27 @@ def register_backend(op: str, name: str, impl: Callable[..., Any], reasons: Reas
     return backend
 
 
+@dataclass(frozen=True)
+class Launchers:
+    """A backend that runs inside an op's ``torch.library`` custom op (autograd and fake implementation shared):
+    its ``forward`` and ``backward`` launchers (plain functions, the contract of the op's launcher table),
+    ``limits`` what its kernels take and ``reasons(device, **inputs) -> list[str]`` why they cannot take a call
+    (reading ``limits``; None when the generic reasons are all). An op's launcher table maps backend names to
+    these; :func:`register_launchers` registers every entry."""
+
+    forward: Callable[..., Any]
+    backward: Callable[..., Any]
+    limits: BackendLimits
+    reasons: ReasonsFn | None = None
+
+
+def register_launchers(op: str, table: Mapping[str, Launchers], impl: Callable[[str], Callable[..., Any]]) -> None:
+    """Register every backend of ``op``'s launcher table: backend ``name`` runs ``impl(name)`` (the op's custom op
+    with that launcher) and answers with the table entry's reasons and limits."""
+    for name, launchers in table.items():
+        register_backend(op, name, impl(name), launchers.reasons, launchers.limits)
+
+
 def registered_ops() -> dict[str, dict[str, Backend]]:
     """Every registered op and its backends, by name."""
     return {op: dict(backends) for op, backends in _REGISTRY.ops.items()}
@@ -241,9 +263,9 @@ GENERIC_REASONS: dict[str, Callable[[str, DeviceInfo], list[str]]] = {
 }
 
 
-def pick_launcher(op: str, launchers: Mapping[str, Any], name: object) -> Any:
-    """``launchers[name]``: an op's launcher table (backend name -> launchers) refuses any other name with a
-    ``ValueError`` naming the known ones (a typo must not fall through to some default backend)."""
+def pick_launcher(op: str, launchers: Mapping[str, Launchers], name: object) -> Launchers:
+    """``launchers[name]``: an op's launcher table (backend name -> :class:`Launchers`) refuses any other name with
+    a ``ValueError`` naming the known ones (a typo must not fall through to some default backend)."""
     if not isinstance(name, str) or name not in launchers:
         raise ValueError(f"{op}: backend must be one of {tuple(launchers)}, got {name!r}")
     return launchers[name]

@@ -2,8 +2,8 @@
 variant the launchers can pick on a GPU has no spills, shared memory and registers within the card's
 limits and tensor-core instructions; every variant the Triton backend declines on GPUs really spills.
 
-What the launchers can pick on a GPU is read from the backend's own ``_triton_reasons`` (dtype, head
-dim) and ``triton_common`` (tile config by window size, ``dot_precision``), so a change to either is
+What the launchers can pick on a GPU is read from the backend's own dispatch ``reasons`` (dtype, head dim)
+and ``triton_common`` (tile config by window size, ``dot_precision``), so a change to either is
 compiled here. Default run: bf16 at Swin's 7x7 and FIBER's 12x12 windows (one per tile config), the
 declined variants, the helper kernels. ``-m slow``: fp16, and each config's largest window (8x8, 16x16).
 """
@@ -15,7 +15,6 @@ import torch
 import triton
 from fiber_kernels.dispatch import DeviceInfo
 from fiber_kernels.testing import CompileSpec, compile_reports, fit_problems
-from fiber_kernels.window_attention.api import _triton_reasons
 from fiber_kernels.window_attention.geometry import WindowGeometry
 from fiber_kernels.window_attention.triton_bwd import (
     _window_attention_bwd_delta_kernel,
@@ -29,6 +28,7 @@ from fiber_kernels.window_attention.triton_common import (
     WindowConfig,
     dot_precision,
     pick_config,
+    reasons,
 )
 from fiber_kernels.window_attention.triton_fwd import _window_attention_fwd_kernel
 
@@ -43,7 +43,7 @@ def declines(capability: int, window: int, head_dim: int, dtype: torch.dtype) ->
     """The Triton backend's reasons for one head of ``head_dim`` in ``window x window`` windows on sm``capability``."""
     qkv = torch.empty(1, 1, 1, 3 * head_dim, dtype=dtype, device="meta")
     geometry = WindowGeometry.of(qkv.shape, 1, (window, window), (0, 0), head_dim ** -0.5, -100.0, False)
-    return _triton_reasons(DeviceInfo("cuda", divmod(capability, 10)), qkv, geometry)
+    return reasons(DeviceInfo("cuda", divmod(capability, 10)), qkv, geometry)
 
 
 def gpu_variants(dtype: torch.dtype, windows: dict[int, int]) -> list[tuple[int, int, int]]:

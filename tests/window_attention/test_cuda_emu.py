@@ -17,22 +17,8 @@ from fiber_kernels.testing.numerics import assert_close_to_reference
 from fiber_kernels.window_attention import cuda, reference, triton_bwd, triton_fwd
 from fiber_kernels.window_attention.geometry import WindowGeometry
 
-from ._cases import Case, make_inputs
+from ._cases import CASES, FIBER_25X42, Case, make_inputs
 from .conftest import assert_matches_reference, reference_grads
-
-CASES = [
-    Case(1, 7, 14, 3, 32, (7, 7), (0, 0)),             # window 7, multiples, no shift
-    Case(1, 14, 14, 4, 32, (7, 7), (3, 3)),            # window 7, shifted, 4 windows
-    Case(2, 5, 9, 3, 32, (7, 7), (3, 3)),              # not multiples: padded keys = qkv bias
-    Case(1, 7, 7, 4, 32, (7, 7), (3, 3)),              # one window, shifted
-    Case(1, 12, 12, 1, 32, (12, 12), (0, 0)),          # window 12, one window
-    Case(1, 25, 42, 4, 32, (12, 12), (6, 6)),          # window 12, shifted, 25x42 (FIBER at 800x1333)
-    Case(1, 10, 12, 3, 32, (7, 7), (3, 3), bias=False),
-    Case(1, 10, 12, 3, 32, (7, 7), (3, 3), shift_first=True),   # timm's order
-    Case(1, 5, 8, 3, 32, (4, 6), (2, 0)),              # rectangular window, one-axis shift
-    Case(1, 9, 10, 2, 16, (7, 7), (3, 3)),             # head dim 16
-    Case(1, 8, 7, 2, 64, (7, 7), (3, 3)),              # head dim 64
-]
 
 
 def _cuda(ops, case: Case, seed: int):
@@ -50,32 +36,32 @@ def _check_case(ops, case: Case, dtype: torch.dtype, seed: int = 0) -> None:
     assert_matches_reference(case, dtype, _cuda(ops, case, seed))
 
 
-@pytest.mark.parametrize("case", CASES, ids=str)
+@pytest.mark.parametrize("case", [*CASES, FIBER_25X42], ids=str)
 def test_cuda_fp32_fma_matches_reference(ops, case: Case) -> None:
     _check_case(ops, case, torch.float32)
 
 
-@pytest.mark.parametrize("case", CASES, ids=str)
+@pytest.mark.parametrize("case", [*CASES, FIBER_25X42], ids=str)
 def test_cuda_fp16_wmma_matches_reference(ops, case: Case) -> None:
     _check_case(ops, case, torch.float16)
 
 
-@pytest.mark.parametrize("case", [CASES[2], CASES[5]], ids=str)
+@pytest.mark.parametrize("case", [CASES[2], FIBER_25X42], ids=str)
 def test_cuda_bf16_matches_reference(ops, case: Case) -> None:
     _check_case(ops, case, torch.bfloat16)
 
 
 @pytest.mark.parametrize("seed", [1, 7])
 def test_cuda_matches_reference_under_other_schedules(ops, seed: int) -> None:
-    _check_case(ops, Case(2, 5, 9, 3, 32, (7, 7), (3, 3)), torch.float16, seed=seed)
-    _check_case(ops, Case(1, 13, 12, 3, 32, (12, 12), (6, 6)), torch.float32, seed=seed)
+    _check_case(ops, CASES[2], torch.float16, seed=seed)
+    _check_case(ops, CASES[5], torch.float32, seed=seed)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
 def test_gradients_bitwise_equal_across_runs_and_schedules(ops, dtype: torch.dtype) -> None:
     # 12 windows x 4 heads: the table gradient is folded from 12 dq-block partials per head, the
     # qkv-bias gradient from 6 dk/dv-block partials; each scheduled differently by the seed.
-    case = Case(1, 25, 42, 4, 32, (12, 12), (6, 6))
+    case = FIBER_25X42
     qkv, table, bias = make_inputs(case, dtype)
     grad_out = torch.randn(1, 25, 42, 128)
     runs = [_cuda(ops, case, seed)(qkv, table, bias, grad_out) for seed in (3, 4, 3)]
@@ -191,8 +177,8 @@ def test_launcher_checks_its_own_inputs(ops) -> None:
 
 def test_dispatch_reasons_name_the_kernel_limits() -> None:
     device = dispatch.DeviceInfo.of(torch.zeros(1))
-    assert cuda.cuda_reasons(device, Case(1, 7, 7, 3, 32, (12, 12), (0, 0)).geometry()) == []
-    assert cuda.cuda_reasons(device, Case(1, 7, 7, 3, 8, (13, 13), (0, 0)).geometry()) == [
+    assert cuda.reasons(device, Case(1, 7, 7, 3, 32, (12, 12), (0, 0)).geometry()) == []
+    assert cuda.reasons(device, Case(1, 7, 7, 3, 8, (13, 13), (0, 0)).geometry()) == [
         "head dim C/num_heads must be one of (16, 32, 64), got 8", "window of 169 tokens exceeds 144 (12x12)"]
 
 

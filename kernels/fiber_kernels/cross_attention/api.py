@@ -1,9 +1,10 @@
 """Public entry points ``cross_attention`` and ``gated_residual_linear``: validation, dispatch, docs.
 
-Backends (``fiber_kernels.dispatch``): ``triton`` (custom ops of ``function.py``; CUDA sm80+, or CPU
-tensors under ``TRITON_INTERPRET=1`` when asked for by name), ``cuda`` (the same custom ops launching
-the ``csrc/`` kernels through ``cuda.py``; declines while ``fiber_kernels._C`` is not built) and
-``torch`` (PyTorch composite ops). Shape limits of a backend are reasons, so ``"auto"`` moves on.
+Backends (``fiber_kernels.dispatch``): every entry of ``function.py``'s launcher tables, registered from the
+table with its limits and reasons: ``triton`` (the custom ops of ``function.py``; CUDA sm80+, or CPU tensors
+under ``TRITON_INTERPRET=1`` when asked for by name) and ``cuda`` (the same custom ops launching the ``csrc/``
+kernels through ``cuda.py``; declines while ``fiber_kernels._C`` is not built); and ``torch`` (PyTorch
+composite ops). Shape limits of a backend are reasons, so ``"auto"`` moves on.
 """
 
 from __future__ import annotations
@@ -13,50 +14,21 @@ import torch
 from .. import dispatch
 from .._autocast import autocast_dtype, cast_floats
 from .._validate import FLOAT_DTYPES, check_choice, check_same_device, check_same_dtype, check_scale, check_tensor
-from . import cuda, triton_attention, triton_linear
 from .checks import check_cross_attention
 from .composite import cross_attention_composite
-from .function import cross_attention_op, gated_residual_linear_op
+from .function import ATTENTION_LAUNCHERS, LINEAR_LAUNCHERS, cross_attention_op, gated_residual_linear_op
 from .reference import GATES, gated_residual_linear_reference
 
 
-def _gpu_reasons(device: dispatch.DeviceInfo, dtype: torch.dtype, limits: dispatch.BackendLimits) -> list[str]:
-    """Limits of the Triton kernels on a GPU: tensor cores (``limits.min_capability``), and TF32 for fp32 inputs."""
-    if device.type != "cuda":
-        return []
-    reasons = limits.capability_reasons(device)
-    if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
-        reasons.append("fp32 inputs with torch.backends.cuda.matmul.allow_tf32 = False need exact fp32 FMA math, "
-                       "which spills in these tiles on sm80/sm90; set it to True for the TF32 tensor-core kernels")
-    return reasons
+def _attention(launcher: str):
+    """The ``launcher`` backend: the custom op running that launcher, returning ``out``."""
+    def impl(q, k, v, key_padding_mask, scale):
+        return cross_attention_op(q, k, v, key_padding_mask, scale, launcher)[0]
+
+    return impl
 
 
-def _attention_triton_reasons(device: dispatch.DeviceInfo, q: torch.Tensor, **_: object) -> list[str]:
-    limits = triton_attention.LIMITS
-    reasons = limits.head_dim_reasons(q.shape[-1], "head dim D")
-    if device.type == "cuda" and q.shape[0] * q.shape[1] > limits.max_grid_y:
-        reasons.append(f"B * H must be <= {limits.max_grid_y} on a GPU (the grid's y dimension of the backward "
-                       f"preprocess kernel), got {q.shape[0] * q.shape[1]}")
-    return reasons + _gpu_reasons(device, q.dtype, limits) + dispatch.triton_dtype_reasons(device, q.dtype)
-
-
-def _attention_triton(q, k, v, key_padding_mask, scale):
-    return cross_attention_op(q, k, v, key_padding_mask, scale)[0]
-
-
-dispatch.register_backend("cross_attention", "triton", _attention_triton, _attention_triton_reasons,
-                          triton_attention.LIMITS)
-
-
-def _attention_cuda_reasons(device: dispatch.DeviceInfo, q: torch.Tensor, k: torch.Tensor, **_: object) -> list[str]:
-    return cuda.unsupported_shape_reasons(q.shape, k.shape)
-
-
-def _attention_cuda(q, k, v, key_padding_mask, scale):
-    return cross_attention_op(q, k, v, key_padding_mask, scale, "cuda")[0]
-
-
-dispatch.register_backend("cross_attention", "cuda", _attention_cuda, _attention_cuda_reasons, cuda.LIMITS)
+dispatch.register_launchers("cross_attention", ATTENTION_LAUNCHERS, _attention)
 dispatch.register_backend("cross_attention", "torch", cross_attention_composite, limits=dispatch.BackendLimits())
 
 
@@ -105,26 +77,17 @@ def _check_gated_linear(x: object, a: object, weight: object, bias: object, alph
         raise ValueError(f"alpha must have exactly one element, got shape {tuple(alpha.shape)}")
 
 
-def _linear_triton(x, a, weight, bias, alpha, gate):
-    out = gated_residual_linear_op(x.reshape(-1, x.shape[-1]), a.reshape(-1, a.shape[-1]), weight, bias, alpha, gate)
-    return out.view(x.shape)
+def _linear(launcher: str):
+    """The ``launcher`` backend: the custom op running that launcher on x and a flattened to 2-D."""
+    def impl(x, a, weight, bias, alpha, gate):
+        out = gated_residual_linear_op(x.reshape(-1, x.shape[-1]), a.reshape(-1, a.shape[-1]), weight, bias, alpha,
+                                       gate, launcher)
+        return out.view(x.shape)
+
+    return impl
 
 
-def _linear_triton_reasons(device: dispatch.DeviceInfo, x: torch.Tensor, **_: object) -> list[str]:
-    return _gpu_reasons(device, x.dtype, triton_linear.LIMITS) + dispatch.triton_dtype_reasons(device, x.dtype)
-
-
-dispatch.register_backend("gated_residual_linear", "triton", _linear_triton, _linear_triton_reasons,
-                          triton_linear.LIMITS)
-
-
-def _linear_cuda(x, a, weight, bias, alpha, gate):
-    out = gated_residual_linear_op(x.reshape(-1, x.shape[-1]), a.reshape(-1, a.shape[-1]), weight, bias, alpha, gate,
-                                   "cuda")
-    return out.view(x.shape)
-
-
-dispatch.register_backend("gated_residual_linear", "cuda", _linear_cuda, limits=cuda.LINEAR_LIMITS)
+dispatch.register_launchers("gated_residual_linear", LINEAR_LAUNCHERS, _linear)
 dispatch.register_backend("gated_residual_linear", "torch", gated_residual_linear_reference,
                           limits=dispatch.BackendLimits())
 

@@ -49,6 +49,12 @@ def unsupported_shape_reasons(q_shape: Sequence[int], k_shape: Sequence[int]) ->
     return problems
 
 
+def reasons(device: dispatch.DeviceInfo, q: torch.Tensor, k: torch.Tensor, **_: object) -> list[str]:
+    """The dispatch reasons of the attention kernels: :func:`unsupported_shape_reasons` (dispatch adds the generic
+    ones: CUDA tensors, ``_C`` built with a CUDA kernel for the op)."""
+    return unsupported_shape_reasons(q.shape, k.shape)
+
+
 def _check_attention(q: object, k: object, v: object, key_padding_mask: object) -> None:
     """The public op's checks (``checks.check_cross_attention``), then the first shape limit of the kernels."""
     check_cross_attention(q, k, v, key_padding_mask)

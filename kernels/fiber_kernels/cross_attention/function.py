@@ -12,23 +12,30 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import register_flop_formula
 
-from ..dispatch import pick_launcher
+from ..dispatch import Launchers, pick_launcher
 from . import cuda, triton_attention, triton_linear
 from .reference import gate_value
 
-# Launchers by backend: the same contract (cuda.py mirrors triton_attention.py / triton_linear.py); any other
-# name is refused (dispatch.pick_launcher).
-ATTENTION_LAUNCHERS = {"triton": (triton_attention.cross_attention_fwd, triton_attention.cross_attention_bwd),
-                       "cuda": (cuda.forward, cuda.backward)}
-LINEAR_LAUNCHERS = {"triton": (triton_linear.gated_linear_fwd, triton_linear.gated_linear_bwd),
-                    "cuda": (cuda.gated_linear_forward, cuda.gated_linear_backward)}
+# The backends that run inside these custom ops, by name (api.py registers every entry with dispatch): the launchers
+# (cuda.py mirrors triton_attention.py / triton_linear.py), the limits of their kernels and their dispatch reasons.
+# Any other name is refused (dispatch.pick_launcher).
+ATTENTION_LAUNCHERS = {
+    "triton": Launchers(triton_attention.cross_attention_fwd, triton_attention.cross_attention_bwd,
+                        triton_attention.LIMITS, triton_attention.reasons),
+    "cuda": Launchers(cuda.forward, cuda.backward, cuda.LIMITS, cuda.reasons),
+}
+LINEAR_LAUNCHERS = {
+    "triton": Launchers(triton_linear.gated_linear_fwd, triton_linear.gated_linear_bwd, triton_linear.LIMITS,
+                        triton_linear.reasons),
+    "cuda": Launchers(cuda.gated_linear_forward, cuda.gated_linear_backward, cuda.LINEAR_LIMITS),
+}
 
 
 @torch.library.custom_op("fiber_kernels::cross_attention", mutates_args=())
 def cross_attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor | None,
                        scale: float, launcher: str = "triton") -> tuple[torch.Tensor, torch.Tensor]:
     """Grouped cross-attention forward: ``(out (B, H, Nq, D), lse (B, H, Nq) fp32)``."""
-    return pick_launcher("cross_attention", ATTENTION_LAUNCHERS, launcher)[0](q, k, v, key_padding_mask, scale)
+    return pick_launcher("cross_attention", ATTENTION_LAUNCHERS, launcher).forward(q, k, v, key_padding_mask, scale)
 
 
 @cross_attention_op.register_fake
@@ -44,7 +51,7 @@ def cross_attention_backward_op(grad_out: torch.Tensor, q: torch.Tensor, k: torc
                                 scale: float,
                                 launcher: str = "triton") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """dq, dk, dv of ``fiber_kernels::cross_attention`` (dk/dv summed over the query groups sharing keys)."""
-    backward = pick_launcher("cross_attention", ATTENTION_LAUNCHERS, launcher)[1]
+    backward = pick_launcher("cross_attention", ATTENTION_LAUNCHERS, launcher).backward
     return backward(grad_out, q, k, v, out, lse, key_padding_mask, scale)
 
 
@@ -75,7 +82,7 @@ def gated_residual_linear_op(x: torch.Tensor, a: torch.Tensor, weight: torch.Ten
                              alpha: torch.Tensor, gate: str, launcher: str = "triton") -> torch.Tensor:
     """``x + g(alpha) * (a @ weightᵀ + bias)`` for 2-D x ``(M, O)`` and a ``(M, I)``."""
     gate_tensor = gate_value(alpha.detach(), gate).to(torch.float32).reshape(1)
-    return pick_launcher("gated_residual_linear", LINEAR_LAUNCHERS, launcher)[0](x, a, weight, bias, gate_tensor)
+    return pick_launcher("gated_residual_linear", LINEAR_LAUNCHERS, launcher).forward(x, a, weight, bias, gate_tensor)
 
 
 @gated_residual_linear_op.register_fake
@@ -92,7 +99,7 @@ def gated_residual_linear_backward_op(grad_out: torch.Tensor, a: torch.Tensor, w
     alpha32 = alpha.detach().to(torch.float32)
     gate32 = gate_value(alpha32, gate).reshape(1)
     gate_slope = 1.0 - gate32 * gate32 if gate == "tanh" else torch.ones_like(gate32)
-    backward = pick_launcher("gated_residual_linear", LINEAR_LAUNCHERS, launcher)[1]
+    backward = pick_launcher("gated_residual_linear", LINEAR_LAUNCHERS, launcher).backward
     grad_a, outer = backward(grad_out, a, weight, gate32)
     column_sum = grad_out.sum(0, dtype=torch.float32)
     projected = (outer * weight).sum(dtype=torch.float32)

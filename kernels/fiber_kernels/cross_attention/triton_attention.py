@@ -19,7 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..dispatch import CUDA_MAX_GRID_Y, BackendLimits
+from ..dispatch import CUDA_MAX_GRID_Y, BackendLimits, DeviceInfo, triton_dtype_reasons
 from ..work_buffers import WorkBuffer
 from .reference import MASK_VALUE
 
@@ -30,6 +30,28 @@ MASK_VALUE_LOG2 = tl.constexpr(MASK_VALUE * LOG2E)
 HEAD_DIMS = (32, 64, 128)
 # B * H is the grid's y dimension of the backward preprocess kernel on a GPU; tensor cores from sm80.
 LIMITS = BackendLimits(head_dims=HEAD_DIMS, max_grid_y=CUDA_MAX_GRID_Y, min_capability=(8, 0))
+
+
+def gpu_reasons(device: DeviceInfo, dtype: torch.dtype, limits: BackendLimits) -> list[str]:
+    """Limits of the Triton kernels (attention and gated linear) on a GPU: tensor cores (``limits.min_capability``),
+    and TF32 for fp32 inputs."""
+    if device.type != "cuda":
+        return []
+    found = limits.capability_reasons(device)
+    if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
+        found.append("fp32 inputs with torch.backends.cuda.matmul.allow_tf32 = False need exact fp32 FMA math, "
+                       "which spills in these tiles on sm80/sm90; set it to True for the TF32 tensor-core kernels")
+    return found
+
+
+def reasons(device: DeviceInfo, q: torch.Tensor, **_: object) -> list[str]:
+    """Why these kernels cannot take q ``(B, H, Nq, D)`` on ``device`` (the dispatch reasons; empty when they can):
+    the head dim, the backward preprocess grid on a GPU, :func:`gpu_reasons` and the Triton dtype limits."""
+    found = LIMITS.head_dim_reasons(q.shape[-1], "head dim D")
+    if device.type == "cuda" and q.shape[0] * q.shape[1] > LIMITS.max_grid_y:
+        found.append(f"B * H must be <= {LIMITS.max_grid_y} on a GPU (the grid's y dimension of the backward "
+                     f"preprocess kernel), got {q.shape[0] * q.shape[1]}")
+    return found + gpu_reasons(device, q.dtype, LIMITS) + triton_dtype_reasons(device, q.dtype)
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,15 @@ import torch
 import triton
 import triton.language as tl
 
-from ..dispatch import BackendLimits
-from .triton_attention import dot_precision
+from ..dispatch import BackendLimits, DeviceInfo, triton_dtype_reasons
+from .triton_attention import dot_precision, gpu_reasons
 
 LIMITS = BackendLimits(min_capability=(8, 0))  # tensor cores from sm80; any dtype of the op, any size
+
+
+def reasons(device: DeviceInfo, x: torch.Tensor, **_: object) -> list[str]:
+    """Why these kernels cannot take x ``(..., O)`` on ``device`` (the dispatch reasons; empty when they can)."""
+    return gpu_reasons(device, x.dtype, LIMITS) + triton_dtype_reasons(device, x.dtype)
 
 
 @dataclass(frozen=True)

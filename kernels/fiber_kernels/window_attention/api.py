@@ -1,11 +1,12 @@
 """Public entry point ``window_attention``: validation, dispatch, docs.
 
 Backends (``fiber_kernels.dispatch``): ``triton`` (the custom op of ``function.py``; CUDA sm80+ in
-fp16/bf16 at head dim 32, or CPU tensors under ``TRITON_INTERPRET=1`` when asked for by name),
-``cuda`` (the same op on the ``csrc/`` kernels) and ``torch`` (``scaled_dot_product_attention`` with
-the additive bias+mask: the CPU path, and on GPUs whatever the compiled kernels decline). Each backend's
-limits are data next to its kernels (``triton_common.LIMITS``, ``cuda.LIMITS``); the reasons read them.
-"""
+fp16/bf16 at head dim 32, or CPU tensors under ``TRITON_INTERPRET=1`` when asked for by name) and
+``cuda`` (the same op on the ``csrc/`` kernels), both registered from the launcher table
+``function.LAUNCHERS``, and ``torch`` (``scaled_dot_product_attention`` with the additive bias+mask: the
+CPU path, and on GPUs whatever the compiled kernels decline). Each backend's limits are data next to its
+kernels (``triton_common.LIMITS``, ``cuda.LIMITS``); the reasons beside them (``triton_common.reasons``,
+``cuda.reasons``) read them."""
 
 from __future__ import annotations
 
@@ -13,39 +14,16 @@ import torch
 
 from .. import dispatch
 from .._autocast import autocast_dtype, cast_floats
-from . import cuda, triton_common
 from .checks import check_window_attention
-from .function import window_attention_op
+from .function import LAUNCHERS, window_attention_op
 from .geometry import WindowGeometry
 from .reference import window_attention_sdpa
 
 OP = "window_attention"
 
 
-def _triton_reasons(device: dispatch.DeviceInfo, qkv: torch.Tensor, geometry: WindowGeometry, **_: object
-                    ) -> list[str]:
-    limits = triton_common.LIMITS
-    reasons = (limits.head_dim_reasons(geometry.head_dim, "head dim C/num_heads")
-               + limits.window_reasons(geometry.tokens))
-    if device.type == "cuda":
-        reasons += limits.capability_reasons(device) + _triton_gpu_reasons(qkv.dtype, geometry.head_dim)
-    return reasons + dispatch.triton_dtype_reasons(device, qkv.dtype)
-
-
-def _triton_gpu_reasons(dtype: torch.dtype, head_dim: int) -> list[str]:
-    """What the compiled kernels decline on a GPU (``triton_common.LIMITS.gpu_dtypes`` / ``gpu_head_dims``)."""
-    limits = triton_common.LIMITS
-    reasons = []
-    if dtype not in limits.gpu_dtypes:
-        reasons.append(f"{dtype} inputs need exact fp32 FMA math, which spills in every tile config on sm80/sm90; "
-                       "the GPU kernels take float16 or bfloat16")
-    if head_dim in limits.head_dims and head_dim not in limits.gpu_head_dims:
-        reasons.append(f"head dim {head_dim} spills to local memory on sm80/sm90; the GPU kernels take head dim "
-                       f"C/num_heads in {limits.gpu_head_dims}")
-    return reasons
-
-
 def _launch(backend: str):
+    """The ``backend`` entry of the launcher table: the custom op running that launcher, returning ``out``."""
     def impl(qkv, rpb_table, qkv_bias, geometry: WindowGeometry) -> torch.Tensor:
         return window_attention_op(qkv, rpb_table, qkv_bias, *geometry.op_args(), backend)[0]
 
@@ -58,8 +36,7 @@ def _window_attention_torch(qkv, rpb_table, qkv_bias, geometry: WindowGeometry) 
                                  g.shift_first)
 
 
-dispatch.register_backend(OP, "triton", _launch("triton"), _triton_reasons, triton_common.LIMITS)
-dispatch.register_backend(OP, "cuda", _launch("cuda"), cuda.cuda_reasons, cuda.LIMITS)
+dispatch.register_launchers(OP, LAUNCHERS, _launch)
 dispatch.register_backend(OP, "torch", _window_attention_torch, limits=dispatch.BackendLimits())  # SDPA: any size
 
 

@@ -2,7 +2,8 @@
 
 Plain functions (no autograd) with the arguments and returns of the Triton launchers
 (``triton_fwd.window_attention_fwd`` / ``triton_bwd.window_attention_bwd``: tensors, then the call's
-``WindowGeometry``), so the autograd custom op picks either from one table (``function.LAUNCHERS``).
+``WindowGeometry``), so the autograd custom op picks either from one table (``function.LAUNCHERS``, which
+also carries ``LIMITS`` and :func:`reasons` to dispatch).
 ``ops`` defaults to ``torch.ops.fiber_kernels_C`` (the compiled ``_C``, CUDA tensors); the tests pass the
 host-emulation module of the same kernels (CPU tensors), so the path checked there is the one a GPU user
 runs. fp16 runs on tensor cores (wmma, sm70+); fp32 and bf16 on fp32 FMA.
@@ -34,7 +35,7 @@ def unsupported_reasons(geometry: WindowGeometry) -> list[str]:
     return LIMITS.head_dim_reasons(geometry.head_dim, "head dim C/num_heads") + LIMITS.window_reasons(geometry.tokens)
 
 
-def cuda_reasons(device: dispatch.DeviceInfo, geometry: WindowGeometry, **_: object) -> list[str]:
+def reasons(device: dispatch.DeviceInfo, geometry: WindowGeometry, **_: object) -> list[str]:
     """Why the CUDA kernels cannot run these inputs (empty when they can): the dispatch ``reasons``
     (dispatch adds the generic ones: CUDA tensors, ``_C`` built with a CUDA kernel for the op)."""
     return unsupported_reasons(geometry)

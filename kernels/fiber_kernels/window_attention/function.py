@@ -13,16 +13,20 @@ from typing import Any
 import torch
 from torch.utils.flop_counter import register_flop_formula
 
-from ..dispatch import pick_launcher
-from . import cuda, triton_bwd, triton_fwd
+from ..dispatch import Launchers, pick_launcher
+from . import cuda, triton_bwd, triton_common, triton_fwd
 from .geometry import WindowGeometry
 from .triton_common import pick_config
 
 OP = "window_attention"
-# Launchers by backend: the same contract (cuda.py mirrors triton_fwd.py / triton_bwd.py); any other name
-# is refused (dispatch.pick_launcher).
-LAUNCHERS = {"triton": (triton_fwd.window_attention_fwd, triton_bwd.window_attention_bwd),
-             "cuda": (cuda.forward, cuda.backward)}
+# The backends that run inside this custom op, by name (api.py registers every entry with dispatch): the launchers
+# (cuda.py mirrors triton_fwd.py / triton_bwd.py), the limits of their kernels and their dispatch reasons. Any other
+# name is refused (dispatch.pick_launcher).
+LAUNCHERS = {
+    "triton": Launchers(triton_fwd.window_attention_fwd, triton_bwd.window_attention_bwd, triton_common.LIMITS,
+                        triton_common.reasons),
+    "cuda": Launchers(cuda.forward, cuda.backward, cuda.LIMITS, cuda.reasons),
+}
 
 
 @torch.library.custom_op("fiber_kernels::window_attention", mutates_args=())
@@ -32,7 +36,7 @@ def window_attention_op(qkv: torch.Tensor, rpb_table: torch.Tensor, qkv_bias: to
     """Fused Swin window attention: ``(out (B, H, W, C), lse (B·nW, nH, N) fp32)`` from qkv ``(B, H, W, 3C)``."""
     geometry = WindowGeometry.from_op_args(qkv.shape, num_heads, window_h, window_w, shift_h, shift_w, scale,
                                            mask_value, shift_first)
-    return pick_launcher(OP, LAUNCHERS, backend)[0](qkv, rpb_table, qkv_bias, geometry)
+    return pick_launcher(OP, LAUNCHERS, backend).forward(qkv, rpb_table, qkv_bias, geometry)
 
 
 @window_attention_op.register_fake
@@ -53,7 +57,7 @@ def window_attention_backward_op(grad_out: torch.Tensor, qkv: torch.Tensor, rpb_
     """``(dqkv (B, H, W, 3C), drpb_table (R, nH), dqkv_bias (3C,))``; dqkv_bias is zeros without a bias."""
     geometry = WindowGeometry.from_op_args(qkv.shape, num_heads, window_h, window_w, shift_h, shift_w, scale,
                                            mask_value, shift_first)
-    dqkv, dtable, dbias = pick_launcher(OP, LAUNCHERS, backend)[1](grad_out, qkv, rpb_table, qkv_bias, out, lse,
+    dqkv, dtable, dbias = pick_launcher(OP, LAUNCHERS, backend).backward(grad_out, qkv, rpb_table, qkv_bias, out, lse,
                                                                     geometry)
     if dbias is None:
         dbias = qkv.new_zeros(qkv.shape[-1])

@@ -28,7 +28,8 @@ import torch
 import triton
 import triton.language as tl
 
-from ..dispatch import BackendLimits
+from ..dispatch import BackendLimits, DeviceInfo, triton_dtype_reasons
+from .geometry import WindowGeometry
 from .reference import relative_position_index
 
 
@@ -64,6 +65,27 @@ MAX_WINDOW_TOKENS = CONFIGS[-1].block_n
 # (SDPA) serves those on GPUs.
 LIMITS = BackendLimits(head_dims=(16, 32, 64, 128), max_window_tokens=MAX_WINDOW_TOKENS, min_capability=(8, 0),
                        gpu_dtypes=(torch.float16, torch.bfloat16), gpu_head_dims=(32,))
+
+
+def reasons(device: DeviceInfo, qkv: torch.Tensor, geometry: WindowGeometry, **_: object) -> list[str]:
+    """Why the Triton kernels cannot take qkv ``(B, H, W, 3C)`` of this ``geometry`` on ``device`` (the dispatch
+    reasons, read from ``LIMITS``; empty when they can)."""
+    found = LIMITS.head_dim_reasons(geometry.head_dim, "head dim C/num_heads") + LIMITS.window_reasons(geometry.tokens)
+    if device.type == "cuda":
+        found += LIMITS.capability_reasons(device) + _gpu_reasons(qkv.dtype, geometry.head_dim)
+    return found + triton_dtype_reasons(device, qkv.dtype)
+
+
+def _gpu_reasons(dtype: torch.dtype, head_dim: int) -> list[str]:
+    """What the compiled kernels decline on a GPU (``LIMITS.gpu_dtypes`` / ``gpu_head_dims``)."""
+    found = []
+    if dtype not in LIMITS.gpu_dtypes:
+        found.append(f"{dtype} inputs need exact fp32 FMA math, which spills in every tile config on sm80/sm90; "
+                     "the GPU kernels take float16 or bfloat16")
+    if head_dim in LIMITS.head_dims and head_dim not in LIMITS.gpu_head_dims:
+        found.append(f"head dim {head_dim} spills to local memory on sm80/sm90; the GPU kernels take head dim "
+                     f"C/num_heads in {LIMITS.gpu_head_dims}")
+    return found
 
 
 def pick_config(window_tokens: int) -> WindowConfig:
