@@ -37,6 +37,13 @@ def _expand_keys(t: torch.Tensor, groups: int) -> torch.Tensor:
     return t if groups == 1 else t.repeat_interleave(groups, dim=0)
 
 
+def _keys_per_query_batch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+                          ) -> tuple[int, torch.Tensor, torch.Tensor]:
+    """``groups = B // Bk`` (windows per image) and k, v ``(Bk, ...)`` repeated to ``(B, ...)``, as FIBER does."""
+    groups = q.shape[0] // k.shape[0]
+    return groups, _expand_keys(k, groups), _expand_keys(v, groups)
+
+
 def _additive_padding(key_padding_mask: torch.Tensor, groups: int, dtype: torch.dtype) -> torch.Tensor:
     """``(Bk, Nk)`` bool, True = padding -> ``(B, 1, 1, Nk)`` additive mask of 0 / -10000."""
     return _expand_keys(key_padding_mask, groups)[:, None, None, :].to(dtype) * MASKED_LOGIT
@@ -45,8 +52,7 @@ def _additive_padding(key_padding_mask: torch.Tensor, groups: int, dtype: torch.
 def eager_cross_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                           key_padding_mask: torch.Tensor | None = None, scale_query: bool = True) -> torch.Tensor:
     """FIBER's eager cross-attention core; returns ``(B, H, Nq, D)``. Saves the ``(B, H, Nq, Nk)`` probabilities."""
-    groups = q.shape[0] // k.shape[0]
-    k, v = _expand_keys(k, groups), _expand_keys(v, groups)
+    groups, k, v = _keys_per_query_batch(q, k, v)
     if scale_query:  # image->text, Swin style: q = q * scale; attn = q @ k^T
         scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
     else:  # text->image, RoBERTa style: scores = q @ k^T / sqrt(d)
@@ -60,8 +66,7 @@ def sdpa_cross_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                          key_padding_mask: torch.Tensor | None = None, scale_query: bool = True) -> torch.Tensor:
     """The same with ``scaled_dot_product_attention`` (additive -10000 mask ``(B, 1, 1, Nk)``);
     ``scale_query`` is accepted for a common signature (SDPA scales inside the kernel)."""
-    groups = q.shape[0] // k.shape[0]
-    k, v = _expand_keys(k, groups), _expand_keys(v, groups)
+    groups, k, v = _keys_per_query_batch(q, k, v)
     mask = None if key_padding_mask is None else _additive_padding(key_padding_mask, groups, q.dtype)
     if _fake_gpu(q):
         return _gpu_sdpa(q, k, v, mask)
@@ -134,8 +139,7 @@ def flash_cross_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 
     if key_padding_mask is not None:
         raise ValueError("key_padding_mask: flash_attn_func takes none (use flash_attn_varlen_func)")
-    groups = q.shape[0] // k.shape[0]
-    k, v = _expand_keys(k, groups), _expand_keys(v, groups)
+    _, k, v = _keys_per_query_batch(q, k, v)
     return flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)
 
 
@@ -152,8 +156,7 @@ def xformers_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: 
 def xformers_cross_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                              key_padding_mask: torch.Tensor | None = None, scale_query: bool = True) -> torch.Tensor:
     """Cross-attention with xformers: keys repeated per window, -10000 padding bias ``(B, 1, 1, Nk)``."""
-    groups = q.shape[0] // k.shape[0]
-    k, v = _expand_keys(k, groups), _expand_keys(v, groups)
+    groups, k, v = _keys_per_query_batch(q, k, v)
     bias = None if key_padding_mask is None else _additive_padding(key_padding_mask, groups, q.dtype)
     return xformers_attention(q, k, v, bias)
 

@@ -28,12 +28,9 @@ def grouped_bars(groups: int) -> tuple[float, list[float]]:
 def breakdown_figure(rows: list[dict[str, Any]], shape: str, plt: Any) -> tuple[str, Any] | None:
     """Stacked bars of ``saved_bytes_part`` (MiB) of ``shape``, one bar per provider: (file name, figure);
     None without rows."""
-    recs = [r for r in rows if r["metric"] == "saved_bytes_part" and r["shape"] == shape and r["dtype"] == "bf16"]
+    recs, providers, parts, values = saved_parts(rows, shape)
     if not recs:
         return None
-    providers = _ordered(r["provider"] for r in recs)
-    parts = list(dict.fromkeys(r["note"].removeprefix("part: ") for r in recs))
-    values = {(r["provider"], r["note"].removeprefix("part: ")): r["median"] / 2 ** 20 for r in recs}
     fig, ax = plt.subplots(figsize=(max(6.5, 0.8 * len(providers) + 2), 4.2))
     bottom = [0.0] * len(providers)
     for part in parts:
@@ -84,6 +81,17 @@ def _ordered(providers: Iterable[str]) -> list[str]:
     return [p for p in ORDER if p in present] + sorted(present - set(ORDER))
 
 
+def saved_parts(rows: list[dict[str, Any]], shape: str
+                ) -> tuple[list[dict[str, Any]], list[str], list[str], dict[tuple[str, str], float]]:
+    """The bf16 ``saved_bytes_part`` rows of ``shape``, their providers (table order), their parts (row order)
+    and the MiB saved per (provider, part)."""
+    recs = [r for r in rows if r["metric"] == "saved_bytes_part" and r["shape"] == shape and r["dtype"] == "bf16"]
+    providers = _ordered(r["provider"] for r in recs)
+    parts = list(dict.fromkeys(r["note"].removeprefix("part: ") for r in recs))
+    values = {(r["provider"], r["note"].removeprefix("part: ")): r["median"] / MIB for r in recs}
+    return recs, providers, parts, values
+
+
 def _value(rows: list[dict[str, Any]], **match: Any) -> float | None:
     found = [r["median"] for r in rows if all(r.get(k) == v for k, v in match.items())]
     return found[0] if found else None
@@ -111,10 +119,7 @@ def exact_table(rows: list[dict[str, Any]], dtype: str) -> str:
 
 def parts_table(rows: list[dict[str, Any]], shape: str) -> str:
     """The bf16 saved MiB of ``shape`` by part (rows) and provider (columns)."""
-    recs = [r for r in rows if r["metric"] == "saved_bytes_part" and r["shape"] == shape and r["dtype"] == "bf16"]
-    providers = _ordered(r["provider"] for r in recs)
-    parts = list(dict.fromkeys(r["note"].removeprefix("part: ") for r in recs))
-    values = {(r["provider"], r["note"].removeprefix("part: ")): r["median"] / MIB for r in recs}
+    _, providers, parts, values = saved_parts(rows, shape)
     lines = [[part] + [f"{values.get((p, part), 0.0):.0f}" for p in providers] for part in parts]
     lines.append(["**total**"] + [f"{sum(values.get((p, part), 0.0) for part in parts):.0f}" for p in providers])
     return _table(["part"] + providers, lines)
