@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ._swin_leaf import TraceableSwinAttention
+from ._swin_leaf import TraceableSwinAttention, refuse_swin_v2
 
 
 def patch_torchvision_swin(model: nn.Module, *, backend: str = "auto") -> nn.Module:
@@ -20,17 +20,13 @@ def patch_torchvision_swin(model: nn.Module, *, backend: str = "auto") -> nn.Mod
     """
     from torchvision.models.swin_transformer import ShiftedWindowAttention, ShiftedWindowAttentionV2
 
+    refuse_swin_v2(model, (ShiftedWindowAttentionV2,), "a torchvision")
     targets = [(name, module) for name, module in model.named_modules() if isinstance(module, ShiftedWindowAttention)]
     if not targets:
         raise ValueError(f"no torchvision ShiftedWindowAttention found in {type(model).__name__}")
     for name, attn in targets:
         if not name:
             raise ValueError("model is itself a ShiftedWindowAttention: patch the model that holds it")
-        if isinstance(attn, ShiftedWindowAttentionV2):
-            raise ValueError(f"{name}: Swin V2 (cosine) attention is not supported by the fused kernel: its scaled "
-                             "cosine attention (a learned logit scale on cosine similarities) and continuous position "
-                             "bias (an MLP over log-spaced coordinates) are not the scaled dot product + learned bias "
-                             "table the kernel computes; run it unpatched")
         if attn.attention_dropout != 0.0:
             raise ValueError(f"{name}: attention dropout {attn.attention_dropout} is not fused")
     for name, attn in targets:
