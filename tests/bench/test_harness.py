@@ -265,6 +265,11 @@ def test_standard_provider_reasons(monkeypatch: pytest.MonkeyPatch) -> None:
         assert harness.cuda_ext_reason("window_attention")(cuda, "time") is not None
     assert "not installed" in harness.module_reason("no_such_module_xyz", "why")
     assert harness.module_reason("torch", "why") is None
+    absent = harness.gpu_package_reason("no_such_module_xyz", "pip install it on a GPU host", "needs a real GPU")
+    assert absent(cuda, "time") == "no_such_module_xyz not installed: pip install it on a GPU host"
+    present = harness.gpu_package_reason("torch", "unused", "needs a real GPU")
+    assert present(cpu, "memory") == "needs a real GPU"
+    assert present(cuda, "time") == (None if torch.cuda.is_available() else "needs a real GPU")
 
 
 def test_attention_cores_match_each_other_and_the_references() -> None:
