@@ -88,7 +88,8 @@ def test_refusals() -> None:
 def test_hf_swin_v2_is_refused_with_the_reason() -> None:
     config = transformers.Swinv2Config(image_size=32, patch_size=4, embed_dim=32, depths=[2], num_heads=[2],
                                        window_size=4)
-    with pytest.raises(ValueError, match="Swinv2Model is an HF Swin V2: its scaled cosine attention .* run it unpatched$"):
+    refusal = "Swinv2Model is an HF Swin V2: its scaled cosine attention .* run it unpatched$"
+    with pytest.raises(ValueError, match=refusal):
         patch_hf_swin(transformers.Swinv2Model(config))
 
 
