@@ -1,4 +1,5 @@
-"""COCO-captions reader: an annotation JSON + an image folder, one item per caption (map-style)."""
+"""COCO-captions reader: an annotation JSON + an image folder, one item per caption (map-style); and
+``AnnotatedImages``, what it shares with the grounding reader (``grounding.GroundingDataset``)."""
 
 from __future__ import annotations
 
@@ -60,33 +61,53 @@ def _id_of(entry: Any) -> str:
     return repr(entry.get("id")) if isinstance(entry, dict) else f"<{type(entry).__name__}>"
 
 
-class CaptionsDataset(Dataset):
+class AnnotatedImages(Dataset):
+    """Base of the readers of an annotation JSON beside an image folder (captions, grounding).
+
+    ``read(annotations, on_error)`` gives the records and the messages of the malformed annotations skipped
+    (``errors``); none usable raises ``ValueError`` naming the file and ``item`` ("caption", "image entry").
+    ``len`` = number of records; ``dataset[i]`` is the subclass's ``_load(i)``, an unreadable image raising
+    :class:`DataError` or, with ``on_error="skip"``, replaced by the next index (its message in the item's
+    ``errors``). ``epoch`` is set by the loader.
+    """
+
+    def __init__(self, read: Callable[[str | Path, OnError], tuple[list[Any], list[str]]], annotations: str | Path,
+                 image_root: str | Path, transform: Callable[..., Any] | None, on_error: str, item: str) -> None:
+        self.on_error = check_on_error(on_error)
+        self.records, self.errors = read(annotations, self.on_error)
+        if not self.records:
+            raise ValueError(f"{annotations} holds no usable {item}")
+        self.image_root = Path(image_root)
+        self.transform = transform
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _load(self, index: int) -> dict[str, Any]:
+        """The item of record ``index`` (each reader its own); may raise :class:`DataError`."""
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return read_with_replacement(self._load, index, len(self), self.on_error)
+
+
+class CaptionsDataset(AnnotatedImages):
     """Image-caption pairs from COCO-captions JSON; ``len`` = number of captions.
 
     ``dataset[i]`` -> ``{"pixel_values": transform(image) (e.g. (3, S, S) float32), "caption": str,
     "image_id": int, "errors": list[str]}``. ``errors`` (after construction) lists the malformed
     annotations skipped; an unreadable image raises :class:`DataError` naming the file, or with
     ``on_error="skip"`` is replaced by the next caption (its message in the item's ``errors``).
+    ``epoch`` is unused (no random transform).
     """
 
     def __init__(self, annotations: str | Path, image_root: str | Path,
                  transform: Callable[[Any], torch.Tensor] | None = None, on_error: str = "raise") -> None:
-        self.on_error = check_on_error(on_error)
-        self.records, self.errors = read_coco_captions(annotations, self.on_error)
-        if not self.records:
-            raise ValueError(f"{annotations} holds no usable caption")
-        self.image_root = Path(image_root)
-        self.transform = transform
-        self.epoch = 0  # unused (no random transform); set by the loader like the other readers'
-
-    def __len__(self) -> int:
-        return len(self.records)
+        super().__init__(read_coco_captions, annotations, image_root, transform, on_error, "caption")
 
     def _load(self, index: int) -> dict[str, Any]:
         record = self.records[index]
         image = load_image(self.image_root / record.file_name)
         pixels = self.transform(image) if self.transform is not None else image
         return {"pixel_values": pixels, "caption": record.caption, "image_id": record.image_id}
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return read_with_replacement(self._load, index, len(self), self.on_error)

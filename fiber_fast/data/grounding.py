@@ -10,12 +10,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
-from fiber_fast.data.captions import _id_of
-from fiber_fast.data.errors import DataError, OnError, check_on_error, handle
+from fiber_fast.data.captions import AnnotatedImages, _id_of
+from fiber_fast.data.errors import DataError, OnError, handle
 from fiber_fast.data.images import load_image
-from fiber_fast.data.records import load_json, read_with_replacement
+from fiber_fast.data.records import load_json
 from fiber_fast.data.transforms import FineTransform
 
 Span = tuple[int, int]
@@ -120,7 +119,7 @@ def item_generator(seed: int, epoch: int, index: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
-class GroundingDataset(Dataset):
+class GroundingDataset(AnnotatedImages):
     """Image-caption-boxes entries from MDETR/GLIP JSON; one item per image entry.
 
     ``dataset[i]`` -> ``{"pixel_values": (3, h, w) float32, "image_size": (h, w), "caption": str,
@@ -132,17 +131,8 @@ class GroundingDataset(Dataset):
 
     def __init__(self, annotations: str | Path, image_root: str | Path, transform: FineTransform | None = None,
                  on_error: str = "raise", seed: int = 0) -> None:
-        self.on_error = check_on_error(on_error)
-        self.records, self.errors = read_grounding(annotations, self.on_error)
-        if not self.records:
-            raise ValueError(f"{annotations} holds no usable image entry")
-        self.image_root = Path(image_root)
-        self.transform = transform
+        super().__init__(read_grounding, annotations, image_root, transform, on_error, "image entry")
         self.seed = seed
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return len(self.records)
 
     def _load(self, index: int) -> dict[str, Any]:
         record = self.records[index]
@@ -158,6 +148,3 @@ class GroundingDataset(Dataset):
             pixels, boxes, size = self.transform(image, boxes, item_generator(self.seed, self.epoch, index))
         return {"pixel_values": pixels, "image_size": size, "caption": record.caption, "boxes": boxes,
                 "tokens_positive": [list(spans) for spans in record.spans], "image_id": record.image_id}
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return read_with_replacement(self._load, index, len(self), self.on_error)
