@@ -8,13 +8,14 @@ from collections.abc import Callable, Sequence
 
 import pytest
 import torch
-from fiber_kernels.cross_attention.reference import cross_attention_reference
+from fiber_kernels.cross_attention.reference import cross_attention_reference, gated_residual_linear_reference
 from fiber_kernels.testing import emu
 from fiber_kernels.testing.numerics import assert_close_to_reference
 
 from ._cases import fresh
 
 GRAD_NAMES = ("out", "dq", "dk", "dv")
+LINEAR_GRAD_NAMES = ("out", "dx", "da", "dweight", "dbias", "dalpha")
 # Absolute slack of the tolerance rule, for elements where PyTorch is exact (Nk = 1: dq is exactly 0 in
 # PyTorch, while the kernels' recomputed p = exp(s - lse) carries fp32 rounding of ~1e-6).
 ATOL = 1e-5
@@ -53,6 +54,31 @@ def assert_matches_reference(kernel: Kernel, q: torch.Tensor, k: torch.Tensor, v
         assert torch.isfinite(value).all(), f"{name} {label} has non-finite values"
         assert_close_to_reference(value, ref, torch_value, factor=3.0, atol_floor=ATOL, name=f"{name} {label}")
     return got
+
+
+def assert_linear_matches_reference(fn: Callable[..., torch.Tensor], inputs: Sequence[torch.Tensor | None],
+                                    grad_out: torch.Tensor, gate: str, name: str,
+                                    dtype: torch.dtype) -> None:
+    """``fn(x, a, weight, bias, alpha, gate) -> out`` on ``inputs`` (x ``(..., O)``, a ``(..., I)``, weight ``(O, I)``,
+    bias ``(O,)`` or None, alpha one element) cast to ``dtype`` against the fp64 eager reference by the tolerance rule:
+    out and the gradients of x, a, weight, bias (None without one) and alpha, each in ``dtype`` with the reference's
+    shape. dalpha is one sum over M * O products, a single sample of rounding, so its floor is relative."""
+    def run(function: Callable[..., torch.Tensor], cast: torch.dtype) -> list[torch.Tensor | None]:
+        leaves = [None if t is None else t.detach().to(cast).requires_grad_() for t in inputs]
+        out = function(*leaves, gate)
+        out.backward(grad_out.to(cast))
+        return [out.detach()] + [None if leaf is None else leaf.grad for leaf in leaves]
+
+    wide = run(gated_residual_linear_reference, torch.float64)
+    same_dtype = run(gated_residual_linear_reference, dtype)
+    got = run(fn, dtype)
+    for label, value, ref, torch_value in zip(LINEAR_GRAD_NAMES, got, wide, same_dtype, strict=True):
+        if ref is None:
+            assert value is None, f"{name} {label}"
+            continue
+        assert value.dtype == dtype and value.shape == ref.shape, f"{name} {label}"
+        floor = ATOL * max(1.0, ref.abs().max().item()) if label == "dalpha" else ATOL
+        assert_close_to_reference(value, ref, torch_value, factor=3.0, atol_floor=floor, name=f"{name} {label}")
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,8 @@ FIBER's eager math (fp64 reference, same-dtype PyTorch for the tolerance rule), 
 
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
 from fiber_kernels.cross_attention import cuda
@@ -14,11 +16,9 @@ from fiber_kernels.cross_attention.function import (
     gated_residual_linear_backward_op,
     gated_residual_linear_op,
 )
-from fiber_kernels.cross_attention.reference import gated_residual_linear_reference
-from fiber_kernels.testing.numerics import assert_close_to_reference
 
 from ._cases import fresh, make_mask, make_qkv
-from .conftest import ATOL, assert_matches_reference, with_autograd
+from .conftest import assert_linear_matches_reference, assert_matches_reference, with_autograd
 
 
 @pytest.fixture
@@ -59,23 +59,10 @@ def test_gated_residual_linear_op_on_the_cuda_launcher(emulated, gate):
               torch.randn(out_features, in_features) / in_features ** 0.5, torch.randn(out_features),
               torch.tensor([0.7])]
     grad = torch.randn(rows, out_features)
-
-    def run(dtype, fn):
-        leaves = fresh(*inputs, dtype=dtype)
-        out = fn(*leaves)
-        out.backward(grad.to(dtype))
-        return [out.detach()] + [leaf.grad for leaf in leaves]
-
-    reference = run(torch.float64, lambda *t: gated_residual_linear_reference(*t, gate))
-    same_dtype = run(torch.float16, lambda *t: gated_residual_linear_reference(*t, gate))
     launches = emulated.launches()
-    ours = run(torch.float16, lambda *t: gated_residual_linear_op(*t, gate, "cuda"))
+    assert_linear_matches_reference(partial(gated_residual_linear_op, launcher="cuda"), inputs, grad, gate, "cuda op",
+                                    torch.float16)
     assert emulated.launches() == launches + 3  # forward; da and G in the backward
-    names = ("out", "dx", "da", "dweight", "dbias", "dalpha")
-    for name, got, ref, torch_out in zip(names, ours, reference, same_dtype, strict=True):
-        assert got.dtype == torch.float16 and got.shape == ref.shape
-        floor = 1e-4 * max(1.0, ref.abs().max().item()) if ref.numel() == 1 else ATOL  # dalpha: one long sum
-        assert_close_to_reference(got, ref, torch_out, factor=3.0, atol_floor=floor, name=f"cuda op {name}")
 
 
 def test_opcheck_on_the_cuda_launcher(emulated):

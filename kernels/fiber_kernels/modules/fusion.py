@@ -29,15 +29,37 @@ def _check_tokens(name: str, value: object, channels: int, shape_doc: str) -> to
     return value
 
 
-def _check_heads(dim_name: str, dim: object, num_heads: object, gate: object) -> None:
-    check_positive_int(dim_name, dim)
-    check_positive_int("num_heads", num_heads)
-    if dim % num_heads != 0:
-        raise ValueError(f"{dim_name} must be divisible by num_heads, got {dim_name}={dim}, num_heads={num_heads}")
-    check_choice("gate", gate, GATES)
+def _split_heads(t: torch.Tensor, heads: int) -> torch.Tensor:
+    """``(B, N, heads * D)`` → ``(B, heads, N, D)`` (a view)."""
+    return t.view(t.shape[0], t.shape[1], heads, t.shape[2] // heads).transpose(1, 2)
 
 
-class ImageToTextFusion(nn.Module):
+class _GatedCrossAttention(nn.Module):
+    """What both branches share: the checked head count, gate and backend, and :meth:`_attend_and_gate`."""
+
+    def __init__(self, dim_name: str, dim: object, num_heads: object, gate: object, backend: str) -> None:
+        super().__init__()
+        check_positive_int(dim_name, dim)
+        check_positive_int("num_heads", num_heads)
+        if dim % num_heads != 0:
+            raise ValueError(f"{dim_name} must be divisible by num_heads, got {dim_name}={dim}, "
+                             f"num_heads={num_heads}")
+        check_choice("gate", gate, GATES)
+        self.num_heads = num_heads
+        self.gate = gate
+        self.backend = backend
+
+    def _attend_and_gate(self, x: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                         key_padding_mask: torch.Tensor | None, dense: nn.Linear, alpha: torch.Tensor) -> torch.Tensor:
+        """``x + g(alpha) * dense(merged heads of cross_attention(q, k, v))``: q ``(B, H, N, D)``, k and v
+        ``(Bk, H, Nk, D)`` (query groups sharing keys), x ``(B, N, H * D)``; returns ``(B, N, H * D)``."""
+        batch, heads, tokens, head_dim = q.shape
+        attn = cross_attention(q, k, v, key_padding_mask, head_dim ** -0.5, backend=self.backend)
+        attn = attn.transpose(1, 2).reshape(batch, tokens, heads * head_dim)
+        return gated_residual_linear(x, attn, dense.weight, dense.bias, alpha, self.gate, backend=self.backend)
+
+
+class ImageToTextFusion(_GatedCrossAttention):
     """Window tokens attend to the text: ``x + g(alpha_i2t) * proj_i2t(attn(qkv_i2t(norm_i2t_i(x)), text))``.
 
     ``x``: ``(nW * B, N, dim)`` window-layout tokens (window ``w`` of image ``i`` at ``i * nW + w``, as
@@ -48,13 +70,9 @@ class ImageToTextFusion(nn.Module):
 
     def __init__(self, dim: int, num_heads: int, dim_text: int = 768, qkv_bias: bool = True,
                  norm_layer: type[nn.Module] = nn.LayerNorm, gate: str = "identity", backend: str = "auto") -> None:
-        super().__init__()
-        _check_heads("dim", dim, num_heads, gate)
+        super().__init__("dim", dim, num_heads, gate, backend)
         check_positive_int("dim_text", dim_text)
         self.dim = dim
-        self.num_heads = num_heads
-        self.gate = gate
-        self.backend = backend
         self.qkv_text_i2t = nn.Linear(dim_text, dim * 2, bias=qkv_bias)
         self.qkv_i2t = nn.Linear(dim, dim, bias=qkv_bias)
         self.proj_i2t = nn.Linear(dim, dim)
@@ -68,19 +86,15 @@ class ImageToTextFusion(nn.Module):
             return x
         _check_tokens("x", x, self.dim, "(nW * B, N, dim)")
         _check_tokens("other", other, self.qkv_text_i2t.in_features, "(B, N_text, dim_text)")
-        windows, tokens, channels = x.shape
+        windows, _, channels = x.shape
         text_batch, text_tokens, _ = other.shape
         if text_batch == 0 or windows % text_batch != 0:
             raise ValueError(f"x (nW * B, N, dim) must hold the same number nW >= 1 of windows for each of the B "
                              f"images of other (B, N_text, dim_text), got {windows} windows for B = {text_batch}")
-        heads, head_dim = self.num_heads, channels // self.num_heads
-        kv = self.qkv_text_i2t(other).view(text_batch, text_tokens, 2, heads, head_dim)
+        kv = self.qkv_text_i2t(other).view(text_batch, text_tokens, 2, self.num_heads, channels // self.num_heads)
         k, v = kv[:, :, 0].transpose(1, 2), kv[:, :, 1].transpose(1, 2)
-        q = self.qkv_i2t(self.norm_i2t_i(x)).view(windows, tokens, heads, head_dim).transpose(1, 2)
-        attn = cross_attention(q, k, v, key_padding_mask, head_dim ** -0.5, backend=self.backend)
-        attn = attn.transpose(1, 2).reshape(windows, tokens, channels)
-        return gated_residual_linear(x, attn, self.proj_i2t.weight, self.proj_i2t.bias, self.alpha_i2t, self.gate,
-                                     backend=self.backend)
+        q = _split_heads(self.qkv_i2t(self.norm_i2t_i(x)), self.num_heads)
+        return self._attend_and_gate(x, q, k, v, key_padding_mask, self.proj_i2t, self.alpha_i2t)
 
 
 class _T2IProjections(nn.Module):
@@ -110,7 +124,7 @@ class _T2IAttention(nn.Module):
         self.output = _T2IOutput(hidden_size, layer_norm_eps)
 
 
-class TextToImageFusion(nn.Module):
+class TextToImageFusion(_GatedCrossAttention):
     """Text attends to the image: ``h + g(alpha_t2i) * dense(attn(query(h), key(img), value(img)))``.
 
     ``attention_output``: ``(B, N_text, hidden_size)``, the text self-attention output *before* its
@@ -122,13 +136,9 @@ class TextToImageFusion(nn.Module):
 
     def __init__(self, hidden_size: int = 768, num_heads: int = 12, dim_image: int = 512,
                  layer_norm_eps: float = 1e-12, gate: str = "identity", backend: str = "auto") -> None:
-        super().__init__()
-        _check_heads("hidden_size", hidden_size, num_heads, gate)
+        super().__init__("hidden_size", hidden_size, num_heads, gate, backend)
         check_positive_int("dim_image", dim_image)
         self.hidden_size = hidden_size
-        self.num_heads = num_heads
-        self.gate = gate
-        self.backend = backend
         self.crossattention_t2i = _T2IAttention(hidden_size, dim_image, layer_norm_eps)
         self.alpha_t2i = nn.Parameter(torch.zeros(1))
 
@@ -139,18 +149,13 @@ class TextToImageFusion(nn.Module):
             return attention_output
         _check_tokens("attention_output", attention_output, self.hidden_size, "(B, N_text, hidden_size)")
         _check_tokens("other", other, self.crossattention_t2i.self.key.in_features, "(B, N_image, dim_image)")
-        batch, text_tokens, hidden = attention_output.shape
-        image_batch, image_tokens, _ = other.shape
+        batch, image_batch = attention_output.shape[0], other.shape[0]
         if image_batch != batch:  # the op would group several captions per image: not this module's contract
             raise ValueError(f"attention_output (B, N_text, hidden_size) and other (B, N_image, dim_image) must "
                              f"have the same batch B, got {batch} and {image_batch}")
-        heads, head_dim = self.num_heads, hidden // self.num_heads
         projections = self.crossattention_t2i.self
-        q = projections.query(attention_output).view(batch, text_tokens, heads, head_dim).transpose(1, 2)
-        k = projections.key(other).view(image_batch, image_tokens, heads, head_dim).transpose(1, 2)
-        v = projections.value(other).view(image_batch, image_tokens, heads, head_dim).transpose(1, 2)
-        context = cross_attention(q, k, v, key_padding_mask, head_dim ** -0.5, backend=self.backend)
-        context = context.transpose(1, 2).reshape(batch, text_tokens, hidden)
-        dense = self.crossattention_t2i.output.dense
-        return gated_residual_linear(attention_output, context, dense.weight, dense.bias, self.alpha_t2i, self.gate,
-                                     backend=self.backend)
+        q = _split_heads(projections.query(attention_output), self.num_heads)
+        k = _split_heads(projections.key(other), self.num_heads)
+        v = _split_heads(projections.value(other), self.num_heads)
+        return self._attend_and_gate(attention_output, q, k, v, key_padding_mask, self.crossattention_t2i.output.dense,
+                                     self.alpha_t2i)
