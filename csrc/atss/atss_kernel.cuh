@@ -8,6 +8,7 @@
 // (mmdetection BboxOverlaps2D, no +1, union clamped to eps = 1e-6).
 #pragma once
 
+#include "atss/atss_limits.h"
 #include "fiber_kernels/portable.cuh"
 #include "fiber_kernels/common.h"
 
@@ -114,8 +115,7 @@ FK_HOST_DEVICE FK_INLINE float claim_iou(int64_t key) {
 
 constexpr int kWarpsPerBlock = 4;
 constexpr int kCandidateThreads = 32 * kWarpsPerBlock;
-constexpr int kMaxK = 128;              // topk x anchors per location served by the CUDA kernel
-constexpr int kSlots = kMaxK / 32;      // candidate keys each lane keeps
+constexpr int kSlots = kMaxK / 32;      // candidate keys each lane keeps (kMaxK: atss_limits.h)
 constexpr int kResolveThreads = 256;
 constexpr int64_t kNoKey = 0x7FFFFFFFFFFFFFFFll;
 

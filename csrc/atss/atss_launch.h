@@ -1,6 +1,6 @@
 // Input checks and buffers of the atss_assign_fwd launchers (CPU kernel, CUDA launcher, emulation
-// binding), so the three accept exactly the same arguments (schema in atss_ops.cpp) and the CUDA
-// launcher and its emulation allocate the same buffers.
+// binding), so the three accept exactly the same arguments (schema in atss_ops.cpp; limits in atss_limits.h)
+// and the CUDA launcher and its emulation allocate the same buffers.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "atss/atss_limits.h"
 #include "fiber_kernels/checks.h"
 
 namespace fiber_kernels {
@@ -27,7 +28,8 @@ inline void check_assign_inputs(const at::Tensor& anchors, const at::Tensor& lev
               "atss_assign_fwd: level_starts must be int64 (L + 1,)");
   TORCH_CHECK(topk_total >= 1, "atss_assign_fwd: topk_total must be >= 1");
   TORCH_CHECK(anchors.size(0) == 1 || anchors.size(0) == gt_boxes.size(0), "atss_assign_fwd: anchors batch must be 1 or B");
-  TORCH_CHECK(anchors.size(1) < (int64_t{1} << 31), "atss_assign_fwd: at most 2^31 - 1 anchors");
+  TORCH_CHECK(anchors.size(1) <= kMaxAnchors, "atss_assign_fwd: at most ", kMaxAnchors, " anchors, got ",
+              anchors.size(1));
   check_device("atss_assign_fwd", "gt_boxes", gt_boxes, anchors.device());
   check_device("atss_assign_fwd", "gt_mask", gt_mask, anchors.device());
   TORCH_CHECK(level_starts.device() == anchors.device() || level_starts.device().is_cpu(),

@@ -1,5 +1,5 @@
 """The ATSS backends' declared limits (``fiber_kernels.atss.limits.LIMITS``): the C++ ones equal the constants
-of csrc/atss, and dispatch refuses exactly what each backend declares it cannot take."""
+of csrc/atss/atss_limits.h, and dispatch refuses exactly what each backend declares it cannot take."""
 
 from __future__ import annotations
 
@@ -10,19 +10,18 @@ import pytest
 import torch
 from fiber_kernels import BackendNotSupportedError
 from fiber_kernels.atss import atss_assign
-from fiber_kernels.atss.limits import INT32_ANCHORS, LIMITS
+from fiber_kernels.atss.limits import LIMITS
+from fiber_kernels.testing.csrc_limits import parse_limits
 
 from ._cases import pyramid
 
-CSRC = Path(__file__).resolve().parents[2] / "csrc" / "atss"
+HEADER = Path(__file__).resolve().parents[2] / "csrc" / "atss" / "atss_limits.h"
 
 
-def test_cuda_limits_equal_the_kernel_constants() -> None:
-    kernel = (CSRC / "atss_kernel.cuh").read_text()
-    assert int(re.search(r"constexpr int kMaxK = (\d+);", kernel).group(1)) == LIMITS["cuda"].max_topk_total
-    launch = (CSRC / "atss_launch.h").read_text()
-    assert "anchors.size(1) < (int64_t{1} << 31)" in launch and INT32_ANCHORS == 2**31 - 1
-    assert LIMITS["cuda"].max_anchors == LIMITS["cpp"].max_anchors == INT32_ANCHORS
+def test_cpp_limits_equal_the_limits_header() -> None:
+    limits = parse_limits(HEADER.read_text())
+    assert limits == {"kMaxK": LIMITS["cuda"].max_topk_total, "kMaxAnchors": LIMITS["cuda"].max_anchors}
+    assert LIMITS["cpp"].max_anchors == LIMITS["cuda"].max_anchors  # one C++ check (atss_launch.h) serves both
 
 
 @pytest.mark.parametrize("backend", ["triton", "cuda"])

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from .triton_atss import K_PADS, MAX_LEVELS
 
-INT32_ANCHORS = 2**31 - 1  # the kernels index anchors with int32 (atss_launch.h: A < 2^31)
+INT32_ANCHORS = 2**31 - 1  # the kernels index anchors with int32 (kMaxAnchors of csrc/atss/atss_limits.h)
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,7 @@ class AssignLimits:
 
 LIMITS = {
     "triton": AssignLimits(max_topk_total=K_PADS[-1], max_levels=MAX_LEVELS),
-    "cuda": AssignLimits(max_topk_total=128),  # kMaxK of csrc/atss/atss_kernel.cuh
+    "cuda": AssignLimits(max_topk_total=128),  # kMaxK of csrc/atss/atss_limits.h
     "cpp": AssignLimits(fp32_statistics=True),
     "torch": AssignLimits(max_anchors=None, fp32_statistics=True),
 }
