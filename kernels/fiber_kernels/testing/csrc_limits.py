@@ -21,7 +21,7 @@ from pathlib import Path
 __all__ = ["LIMITS_OPS", "limits_header", "parse_limits", "read_limits"]
 
 _CSRC = Path(__file__).resolve().parents[3] / "csrc"
-LIMITS_OPS = ("cross_attention", "window_attention")  # the families with a limits header
+LIMITS_OPS = ("cross_attention", "window_attention", "atss")  # the families with a limits header
 
 _COMMENT = re.compile(r"//[^\n]*|/\*.*?\*/", re.S)
 _DECLARATION = re.compile(r"\bconstexpr\b([^=;]*?)\b(k\w+)\s*(\[\s*\])?\s*=\s*([^;]*);")
