@@ -82,4 +82,4 @@ def test_parse_limits_refuses_what_it_cannot_read(text: str) -> None:
 
 def test_read_limits_names_the_ops() -> None:
     with pytest.raises(ValueError, match="op must be one of"):
-        read_limits("atss")
+        read_limits("swin")
