@@ -4,22 +4,19 @@ of csrc/atss/atss_limits.h, and dispatch refuses exactly what each backend decla
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 import torch
 from fiber_kernels import BackendNotSupportedError
 from fiber_kernels.atss import atss_assign
 from fiber_kernels.atss.limits import LIMITS
-from fiber_kernels.testing.csrc_limits import parse_limits
+from fiber_kernels.testing.csrc_limits import read_limits
 
 from ._cases import pyramid
 
-HEADER = Path(__file__).resolve().parents[2] / "csrc" / "atss" / "atss_limits.h"
-
 
 def test_cpp_limits_equal_the_limits_header() -> None:
-    limits = parse_limits(HEADER.read_text())
+    limits = read_limits("atss")
     assert limits == {"kMaxK": LIMITS["cuda"].max_topk_total, "kMaxAnchors": LIMITS["cuda"].max_anchors}
     assert LIMITS["cpp"].max_anchors == LIMITS["cuda"].max_anchors  # one C++ check (atss_launch.h) serves both
 
