@@ -3,7 +3,8 @@
 ``(B, A, G)`` tensors), at FIBER's fine-grained shape: 800 x 1344, P3-P7 (strides 8-128), one anchor
 per location (22400 anchors), batch 8, 10 / 50 / 200 boxes per image; plus a batch-2 quick shape.
 ``test_cpu_ratio_vs_glip_loop`` times the C++ kernel against the GLIP loop at 10 / 20 / 50 / 100 / 200 boxes
-per image with 1 and 2 threads (min of N calls each, as other jobs load the CPU; the ratio in the note).
+per image with 1 and 2 threads, alternating call by call (min of N calls each, as other jobs load the CPU; the
+ratios loop / C++ and C++ 2 threads / 1 thread in the notes).
 
 Figures: measured time (fp32; on the CPU unless ``--bench-device cuda``; the Triton kernel runs on
 a CPU only in the interpreter, so its CPU times are skipped), peak live tensor bytes on the CPU
@@ -89,15 +90,15 @@ def _inputs(shape: Shape, device: torch.device) -> tuple[torch.Tensor, torch.Ten
 
 
 def cpp_workspace_bytes(shape: Shape, threads: int) -> int:
-    """Peak bytes of the C++ kernel's std::vector workspace, counted from csrc/atss/atss_cpu.cpp for shared
-    anchors: anchor centres cx, cy (2 * A fp32) and candidates (B*G*L*k anchor int32 + IoU fp32) live
-    throughout; then either phase 1's NearestK per parallel chunk (k uint64 keys + k fp32, reserved;
-    min(threads, B*G) chunks) or phase 2's (A,) int64 claims per chunk (min(threads, B) chunks)."""
+    """Peak bytes of the C++ kernel's own workspace (std::vector and new[]), counted from csrc/atss/atss_cpu.cpp for
+    shared anchors: anchor centres cx, cy (2 * A fp32), the candidate rows (B*G*L*k anchor int32 + IoU fp32, in
+    chunks), each box's column (B*G int64), and per thread one NearestK (k uint64 keys + k fp32); the claims live in
+    the int64 output. Left out: each level's grid ranges (2 fp32 per row and per column, 4.1 KiB at 800x1344), a
+    few per-image counts, the list of claimed anchors (int64, one per anchor some box claims), and with 2+ threads
+    the rows of a chunk a helper and the caller both computed (at most one chunk, ~25 us of work, per helper)."""
     dims = shape.dims
     batch, boxes, anchors = dims["B"], dims["G"], dims["A"]
-    nearest = min(threads, batch * boxes) * TOPK * (8 + 4)
-    claims = min(threads, batch) * anchors * 8
-    return 2 * anchors * 4 + batch * boxes * dims["L"] * TOPK * (4 + 4) + max(nearest, claims)
+    return 2 * anchors * 4 + batch * boxes * (dims["L"] * TOPK * (4 + 4) + 8) + threads * TOPK * (8 + 4)
 
 
 def triton_allocation_note(shape: Shape) -> str:
@@ -197,44 +198,54 @@ def test_projection(recorder: Recorder, provider: str, shape: Shape) -> None:
 
 
 RATIO_BOXES = (10, 20, 50, 100, 200)
+RATIO_THREADS = (1, 2)
 
 
-def min_time(fn, repeats: int, pause: float) -> tuple[float, list[float]]:
-    """The fastest of ``repeats`` calls (seconds; other jobs on the machine only ever add time) and all, with
-    ``pause`` seconds before each call: the intra-op pool's workers spin for a while after a parallel region
-    (the previous case's GLIP loop), taking a core from the call when other jobs hold the other."""
-    times = []
-    for _ in range(repeats):
-        time.sleep(pause)
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times), times
-
-
-@pytest.mark.parametrize("threads", [1, 2])
-@pytest.mark.parametrize("boxes", RATIO_BOXES)
-def test_cpu_ratio_vs_glip_loop(recorder: Recorder, boxes: int, threads: int) -> None:
-    """Speed-up of the C++ kernel over the GLIP per-image loop, both on ``threads`` threads: rows
-    ``time`` of ``cpp`` and ``glip_loop`` (median = the minimum of the calls; p20/p80 over all calls)."""
-    shape = _shape(f"fiber_b8_g{boxes}_t{threads}", 8, boxes)
-    reason = _cpp_reason(torch.device("cpu"), "time")
-    if reason:
-        recorder.skip(OP.kernel, "cpp", "fwd", shape, reason, "fp32")
-    anchors, gt_boxes, mask = _inputs(shape, torch.device("cpu"))
+def alternating_times(fn, repeats: int, pause: float) -> dict[int, list[float]]:
+    """Times (seconds) of ``repeats`` rounds of one call per thread count of ``RATIO_THREADS``
+    (``torch.set_num_threads``), so every count sees the same machine load; ``pause`` seconds before each
+    call: a helper thread that ran the previous call may still be spinning, taking a core from the call
+    when other jobs hold the other."""
+    times: dict[int, list[float]] = {threads: [] for threads in RATIO_THREADS}
     previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
     try:
-        calls = {"cpp": lambda: atss_assign(anchors, LEVEL_SIZES, gt_boxes, mask, topk=TOPK, backend="cpp"),
-                 "glip_loop": lambda: atss_assign_reference(anchors, LEVEL_SIZES, gt_boxes, mask, topk=TOPK)}
-        load = os.getloadavg()[0]
-        timed = {"cpp": min_time(calls["cpp"], 15, 0.05), "glip_loop": min_time(calls["glip_loop"], 3, 0.0)}
+        for _ in range(repeats):
+            for threads in RATIO_THREADS:
+                torch.set_num_threads(threads)
+                time.sleep(pause)
+                start = time.perf_counter()
+                fn()
+                times[threads].append(time.perf_counter() - start)
     finally:
         torch.set_num_threads(previous)
-    ratio = timed["glip_loop"][0] / timed["cpp"][0]
-    for name, (best, times) in timed.items():
-        _, p20, p80, rounds = summarize(times)
-        recorder.add([Row(OP.kernel, name, "fwd", shape.label, shape.dims, "time", best, p20, p80, rounds, "fp32",
-                          note=f"min of {rounds} calls ({'50 ms apart' if name == 'cpp' else 'back to back'}), "
-                               f"{threads} thread(s); GLIP loop / C++ = {ratio:.1f}x; "
-                               f"load average {load:.1f} at start")])
+    return times
+
+
+@pytest.mark.parametrize("boxes", RATIO_BOXES)
+def test_cpu_ratio_vs_glip_loop(recorder: Recorder, boxes: int) -> None:
+    """Speed-up of the C++ kernel over the GLIP per-image loop at 1 and 2 threads, and the C++ kernel's
+    2-thread / 1-thread time: rows ``time`` of ``cpp`` and ``glip_loop`` per thread count (shape
+    ``fiber_b8_g{boxes}_t{threads}``; median = the minimum of the calls, other jobs on the machine only ever
+    add time; p20/p80 over all calls). The thread counts alternate call by call; the notes give both ratios."""
+    shapes = {threads: _shape(f"fiber_b8_g{boxes}_t{threads}", 8, boxes) for threads in RATIO_THREADS}
+    reason = _cpp_reason(torch.device("cpu"), "time")
+    if reason:
+        recorder.skip(OP.kernel, "cpp", "fwd", shapes[1], reason, "fp32")
+    anchors, gt_boxes, mask = _inputs(shapes[1], torch.device("cpu"))
+    load = os.getloadavg()[0]
+    timed = {"cpp": alternating_times(lambda: atss_assign(anchors, LEVEL_SIZES, gt_boxes, mask, topk=TOPK,
+                                                          backend="cpp"), 15, 0.05),
+             "glip_loop": alternating_times(lambda: atss_assign_reference(anchors, LEVEL_SIZES, gt_boxes, mask,
+                                                                          topk=TOPK), 3, 0.0)}
+    best = {name: {threads: min(times) for threads, times in by_threads.items()} for name, by_threads in timed.items()}
+    threads_ratio = best["cpp"][2] / best["cpp"][1]
+    for name, by_threads in timed.items():
+        for threads, times in by_threads.items():
+            _, p20, p80, rounds = summarize(times)
+            spacing = "50 ms apart" if name == "cpp" else "back to back"
+            recorder.add([Row(OP.kernel, name, "fwd", shapes[threads].label, shapes[threads].dims, "time",
+                              best[name][threads], p20, p80, rounds, "fp32",
+                              note=f"min of {rounds} calls ({spacing}, alternating with the other thread count), "
+                                   f"{threads} thread(s); GLIP loop / C++ = "
+                                   f"{best['glip_loop'][threads] / best['cpp'][threads]:.1f}x; C++ 2 threads / "
+                                   f"1 thread = {threads_ratio:.2f}; load average {load:.1f} at start")])

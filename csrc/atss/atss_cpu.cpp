@@ -1,39 +1,45 @@
 // C++ CPU kernel of ATSS assignment, batched over images and boxes, without (A, G) matrices.
 //
-// Phase 1 (parallel over image x box): per level, the k nearest anchors by a bounded insertion
-// into a sorted key list (keys of atss_kernel.cuh: distance bits, then anchor index), from a window of
-// locations around the box centre when the level is a regular grid (atss_grid.h), else from a scan of
-// the level; their IoUs, the mean + unbiased std threshold (float64 sums; or, with fp32_statistics,
-// the mean as torch's CPU fp32 sum of the candidates in topk order: torch_cpu_sum.h), and the positive
-// candidates. Memory B*G*sum_l min(k, n_l) (k = topk_total, n_l anchors in level l: candidate_offsets),
-// so no topk allocates more than exists.
-// Phase 2 (parallel over images): each positive candidate claims its anchor with a packed
-// (IoU, box) key; the highest IoU wins, the lower box index on ties; each image's outputs are filled
-// with background and only its claimed anchors written over. Memory B*A.
+// Anchor centres and each level's grid (atss_grid.h) are computed once per distinct anchor set. Then:
+//   * select (select_box), in chunks of contiguous boxes shared by the threads (atss_parallel.h): per level, the
+//     k nearest anchors by a bounded insertion into a sorted key list (keys of atss_kernel.cuh: distance bits,
+//     then anchor index), from a window of locations around the box centre when the level is a regular grid
+//     (atss_grid.h), else from a scan of the level; their IoUs, the mean + unbiased std threshold (float64 sums;
+//     or, with fp32_statistics, the mean as torch's CPU fp32 sum of the candidates in topk order:
+//     torch_cpu_sum.h), and the positive candidates. Memory B*G*sum_l min(k, n_l) (k = topk_total, n_l anchors
+//     in level l: candidate_offsets), so no topk allocates more than exists.
+//   * claim (claim), on the calling thread: each positive candidate claims its anchor with a packed (IoU, box)
+//     key, kept in the int64 output itself; the highest IoU wins, the lower box index on ties; then the keys are
+//     unpacked. The maximum does not depend on the order of the claims, so the result is the same for any number
+//     of threads.
 //
-// Work below kSerialWork anchor visits runs on the calling thread: waking a pool costs more than it saves.
-#include <ATen/Parallel.h>
+// Threads: a selection with less estimated work than kMinParallelNs (atss_parallel.h; the k*Ns costs below,
+// measured on the 800x1344 pyramid of bench/bench_atss.py) stays on the calling thread: starting a helper costs
+// more than it saves. bench/bench_atss.py (test_cpu_ratio_vs_glip_loop) records 1- and 2-thread times.
 #include <torch/library.h>
 #include <torch/types.h>
 
 #include <algorithm>
+#include <cmath>
+#include <memory>
 #include <vector>
 
 #include "atss/atss_grid.h"
 #include "atss/atss_kernel.cuh"
 #include "atss/atss_launch.h"
+#include "atss/atss_parallel.h"
 #include "atss/torch_cpu_sum.h"
 
 namespace fiber_kernels {
 namespace atss {
 namespace {
 
-constexpr int64_t kSerialWork = 1 << 18;
-
-struct Candidates {
-  std::vector<int32_t> anchor;  // (B*G, L, K) anchor index, -1 where not positive
-  std::vector<float> iou;       // (B*G, L, K)
-};
+// Estimated costs (ns) of a box's selection on the development machine: per anchor offered by a grid window and
+// by a scan; per candidate (IoU, statistics, positives). They decide only how the work is shared
+// (atss_parallel.h), never the result.
+constexpr double kWindowNs = 10.0;
+constexpr double kScanNs = 1.5;
+constexpr double kCandidateNs = 10.0;
 
 // Keeps the k smallest keys seen so far, sorted ascending. Anchors arrive in increasing index
 // order, so a squared distance strictly above the current worst's cannot enter (its key is larger).
@@ -103,6 +109,7 @@ void select_box(const float* anchors, const float* anchor_cx, const float* ancho
       sum += static_cast<double>(iou);
       ++n;
     }
+    for (int64_t j = static_cast<int64_t>(keys.size()); j < k; ++j) out_anchor[offsets[l] + j] = -1;
   }
   if (n == 0) return;
   const double mean = sum / static_cast<double>(n);
@@ -125,104 +132,161 @@ void select_box(const float* anchors, const float* anchor_cx, const float* ancho
   }
 }
 
+// Estimated cost of one box's selection (ns): per regular level its window of locations (select_in_grid's
+// first window, clipped to the grid), per other level a scan of the level; then its candidates' IoUs.
+double box_cost_ns(const GridLevel* grids, const int64_t* level_starts, const std::vector<int64_t>& offsets) {
+  const int64_t num_levels = static_cast<int64_t>(offsets.size()) - 1;
+  double ns = kCandidateNs * static_cast<double>(offsets[num_levels]);
+  for (int64_t l = 0; l < num_levels; ++l) {
+    const GridLevel& grid = grids[l];
+    if (grid.regular) {
+      const int64_t k = offsets[l + 1] - offsets[l];
+      const int64_t width = 2 * grid_reach(k, grid.per_location) + 1;
+      ns += kWindowNs * static_cast<double>(std::min(width, grid.rows) * std::min(width, grid.cols) *
+                                            grid.per_location);
+    } else {
+      ns += kScanNs * static_cast<double>(level_starts[l + 1] - level_starts[l]);
+    }
+  }
+  return ns;
+}
+
+// Everything the selection of a chunk of boxes reads, owned by the job (a helper may finish a chunk after the
+// call has returned: atss_parallel.h): the contiguous inputs, the anchor centres and grids of each anchor set,
+// the candidate slots (candidate_offsets) and each box's place among its image's real boxes (the fp32
+// statistics' column).
+struct Job {
+  at::Tensor anchors, gt_boxes, gt_mask;
+  int64_t B = 0, G = 0, A = 0, L = 0, anchor_sets = 1, per_box = 0, widest = 0;
+  bool glip = true, fp32_statistics = false;
+  std::vector<int64_t> starts, offsets, column, columns;
+  std::vector<float> cx, cy;        // (anchor_sets, A)
+  std::vector<GridLevel> grids;     // (anchor_sets, L)
+};
+
+// Candidate rows of the boxes [begin, end) of the padded batch, per_box slots each: anchor int32 (-1 where not
+// positive) and IoU fp32; the rows of padding boxes are left unwritten.
+struct Rows {
+  int64_t begin = 0, end = 0;
+  std::unique_ptr<int32_t[]> anchor;
+  std::unique_ptr<float[]> iou;
+};
+
+std::unique_ptr<Rows> select_boxes(const Job& job, int64_t begin, int64_t end) {
+  auto rows = std::make_unique<Rows>();
+  rows->begin = begin;
+  rows->end = end;
+  rows->anchor.reset(new int32_t[(end - begin) * job.per_box]);
+  rows->iou.reset(new float[(end - begin) * job.per_box]);
+  const float* anchors = job.anchors.data_ptr<float>();
+  const float* gt = job.gt_boxes.data_ptr<float>();
+  const bool* mask = job.gt_mask.data_ptr<bool>();
+  NearestK nearest(job.widest);
+  for (int64_t bg = begin; bg < end; ++bg) {
+    if (!mask[bg]) continue;
+    const int64_t b = bg / job.G;
+    const int64_t set = job.anchor_sets == 1 ? 0 : b;
+    select_box(anchors + set * job.A * 4, job.cx.data() + set * job.A, job.cy.data() + set * job.A,
+               job.starts.data(), job.offsets, job.grids.data() + set * job.L, load_box(gt, bg), job.glip,
+               job.fp32_statistics, job.column[bg], job.columns[b], nearest, rows->anchor.get() + (bg - begin) * job.per_box,
+               rows->iou.get() + (bg - begin) * job.per_box);
+  }
+  return rows;
+}
+
+// Each positive candidate of `rows` claims its anchor in the int64 output `matched` (B, A), filled with kNoClaim
+// (= -1, background) beforehand: the packed (IoU, box) key, the largest kept; the flat index of each anchor claimed
+// for the first time goes to `claimed`.
+void claim(const Job& job, const Rows& rows, int64_t* matched, std::vector<int64_t>& claimed) {
+  const bool* mask = job.gt_mask.data_ptr<bool>();
+  for (int64_t bg = rows.begin; bg < rows.end; ++bg) {
+    if (!mask[bg]) continue;
+    const int64_t image = (bg / job.G) * job.A;
+    const int64_t g = bg % job.G;
+    for (int64_t s = (bg - rows.begin) * job.per_box; s < (bg - rows.begin + 1) * job.per_box; ++s) {
+      const int32_t a = rows.anchor[s];
+      if (a < 0) continue;
+      int64_t& key = matched[image + a];
+      if (key == kNoClaim) claimed.push_back(image + a);
+      key = std::max(key, claim_key(rows.iou[s], g));
+    }
+  }
+}
+
 std::tuple<at::Tensor, at::Tensor> atss_assign_fwd_cpu(const at::Tensor& anchors_in, const at::Tensor& level_starts_in,
                                                        const at::Tensor& gt_boxes_in, const at::Tensor& gt_mask_in,
                                                        int64_t topk_total, bool glip, bool fp32_statistics) {
   check_assign_inputs(anchors_in, level_starts_in, gt_boxes_in, gt_mask_in, topk_total);
-  const at::Tensor anchors = anchors_in.contiguous();
-  const at::Tensor gt_boxes = gt_boxes_in.contiguous();
-  const at::Tensor gt_mask = gt_mask_in.contiguous();
+  auto job = std::make_shared<Job>();
+  job->anchors = anchors_in.contiguous();
+  job->gt_boxes = gt_boxes_in.contiguous();
+  job->gt_mask = gt_mask_in.contiguous();
   const at::Tensor level_starts = level_starts_in.contiguous();
-  const int64_t B = gt_boxes.size(0), G = gt_boxes.size(1), A = anchors.size(1);
+  const int64_t B = job->gt_boxes.size(0), G = job->gt_boxes.size(1), A = job->anchors.size(1);
   const int64_t L = level_starts.size(0) - 1;
-  const int64_t anchor_batch_stride = anchors.size(0) == 1 ? 0 : A;
-
   if (B == 0 || A == 0 || G == 0) {
-    return {at::full({B, A}, -1, gt_boxes.options().dtype(at::kLong)), at::zeros({B, A}, gt_boxes.options())};
+    return {at::full({B, A}, -1, job->gt_boxes.options().dtype(at::kLong)), at::zeros({B, A}, job->gt_boxes.options())};
   }
-  // filled by phase 2, image by image (at::full would fill them on the intra-op pool)
-  at::Tensor matched = at::empty({B, A}, gt_boxes.options().dtype(at::kLong));
-  at::Tensor matched_iou = at::empty({B, A}, gt_boxes.options());
-
-  const float* anchors_ptr = anchors.data_ptr<float>();
-  const float* gt_ptr = gt_boxes.data_ptr<float>();
-  const bool* mask_ptr = gt_mask.data_ptr<bool>();
+  job->B = B, job->G = G, job->A = A, job->L = L, job->glip = glip, job->fp32_statistics = fp32_statistics;
+  job->anchor_sets = job->anchors.size(0);
   const int64_t* starts = level_starts.data_ptr<int64_t>();
+  job->starts.assign(starts, starts + L + 1);
 
-  // Anchor centres and each level's grid, computed once per distinct anchor set.
-  const int64_t anchor_sets = anchors.size(0);
-  std::vector<float> cx(anchor_sets * A), cy(anchor_sets * A);
-  at::parallel_for(0, anchor_sets * A, kSerialWork, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
+  // Anchor centres and each level's grid, once per distinct anchor set (1, or B when each image has its own).
+  const float* anchors_ptr = job->anchors.data_ptr<float>();
+  job->cx.resize(job->anchor_sets * A);
+  job->cy.resize(job->anchor_sets * A);
+  job->grids.resize(job->anchor_sets * L);
+  for (int64_t set = 0; set < job->anchor_sets; ++set) {
+    for (int64_t i = set * A; i < (set + 1) * A; ++i) {
       const Box a = load_box(anchors_ptr, i);
-      cx[i] = center_x(a);
-      cy[i] = center_y(a);
+      job->cx[i] = center_x(a);
+      job->cy[i] = center_y(a);
     }
-  });
-  std::vector<GridLevel> grids(anchor_sets * L);
-  at::parallel_for(0, anchor_sets * L, std::max<int64_t>(1, kSerialWork / std::max<int64_t>(1, A / L)),
-                   [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      const int64_t set = i / L, l = i % L;
-      grids[i] = detect_grid(cx.data() + set * A, cy.data() + set * A, starts[l], starts[l + 1] - starts[l]);
+    for (int64_t l = 0; l < L; ++l) {
+      job->grids[set * L + l] = detect_grid(job->cx.data() + set * A, job->cy.data() + set * A, starts[l],
+                                            starts[l + 1] - starts[l]);
     }
-  });
+  }
 
-  const std::vector<int64_t> offsets = candidate_offsets(starts, L, topk_total);
-  const int64_t per_box = offsets[L];
-  int64_t widest = 0;
-  for (int64_t l = 0; l < L; ++l) widest = std::max(widest, offsets[l + 1] - offsets[l]);
-  // each real box's place among its image's real boxes, and their count (the fp32 statistics' column)
-  std::vector<int64_t> column(B * G), columns(B);
+  job->offsets = candidate_offsets(starts, L, topk_total);
+  job->per_box = job->offsets[L];
+  for (int64_t l = 0; l < L; ++l) job->widest = std::max(job->widest, job->offsets[l + 1] - job->offsets[l]);
+  const bool* mask = job->gt_mask.data_ptr<bool>();
+  job->column.resize(B * G);
+  job->columns.resize(B);
+  int64_t real_boxes = 0;
   for (int64_t b = 0; b < B; ++b) {
     int64_t count = 0;
-    for (int64_t g = 0; g < G; ++g) column[b * G + g] = mask_ptr[b * G + g] ? count++ : -1;
-    columns[b] = count;
+    for (int64_t g = 0; g < G; ++g) job->column[b * G + g] = mask[b * G + g] ? count++ : -1;
+    job->columns[b] = count;
+    real_boxes += count;
   }
-  // anchors one box visits: its windows on regular levels (about 25 locations), the whole of the others
-  int64_t visits = 0;
-  for (int64_t l = 0; l < L; ++l) {
-    visits += grids[l].regular ? 25 * grids[l].per_location : starts[l + 1] - starts[l];
-  }
-  Candidates cand{std::vector<int32_t>(B * G * per_box, -1), std::vector<float>(B * G * per_box, 0.0f)};
-  at::parallel_for(0, B * G, std::max<int64_t>(1, kSerialWork / std::max<int64_t>(1, visits)),
-                   [&](int64_t begin, int64_t end) {
-    NearestK nearest(widest);
-    for (int64_t bg = begin; bg < end; ++bg) {
-      if (!mask_ptr[bg]) continue;
-      const int64_t b = bg / G;
-      const int64_t set = b * (anchor_batch_stride ? 1 : 0);
-      select_box(anchors_ptr + set * A * 4, cx.data() + set * A, cy.data() + set * A, starts, offsets,
-                 grids.data() + set * L, load_box(gt_ptr, bg), glip, fp32_statistics, column[bg], columns[b],
-                 nearest, cand.anchor.data() + bg * per_box, cand.iou.data() + bg * per_box);
-    }
+
+  // Selection, in chunks of contiguous boxes shared by the threads.
+  const double select_ns = box_cost_ns(job->grids.data(), starts, job->offsets) * static_cast<double>(real_boxes);
+  const WorkPlan plan = plan_work(B * G, select_ns);
+  const int64_t chunks = plan.chunks;
+  const auto rows = compute_chunks<Rows>(plan, [job, chunks](int64_t chunk) {
+    const auto [begin, end] = chunk_range(chunk, chunks, job->B * job->G);
+    return select_boxes(*job, begin, end);
   });
 
+  // Claims on the calling thread; then the keys are unpacked into box indices and IoUs.
+  // (filled here: at::full would fill them on the intra-op pool)
+  at::Tensor matched = at::empty({B, A}, job->gt_boxes.options().dtype(at::kLong));
+  at::Tensor matched_iou = at::empty({B, A}, job->gt_boxes.options());
   int64_t* matched_ptr = matched.data_ptr<int64_t>();
   float* iou_ptr = matched_iou.data_ptr<float>();
-  at::parallel_for(0, B, std::max<int64_t>(1, kSerialWork / (A + G * per_box)), [&](int64_t begin, int64_t end) {
-    std::vector<int64_t> claims(A, kNoClaim);
-    std::vector<int32_t> claimed;
-    for (int64_t b = begin; b < end; ++b) {
-      std::fill(matched_ptr + b * A, matched_ptr + (b + 1) * A, int64_t{-1});
-      std::fill(iou_ptr + b * A, iou_ptr + (b + 1) * A, 0.0f);
-      for (int64_t g = 0; g < G; ++g) {
-        const int64_t base = (b * G + g) * per_box;
-        for (int64_t s = 0; s < per_box; ++s) {
-          const int32_t a = cand.anchor[base + s];
-          if (a < 0) continue;
-          if (claims[a] == kNoClaim) claimed.push_back(a);
-          claims[a] = std::max(claims[a], claim_key(cand.iou[base + s], g));
-        }
-      }
-      for (const int32_t a : claimed) {
-        matched_ptr[b * A + a] = claim_box(claims[a]);
-        iou_ptr[b * A + a] = claim_iou(claims[a]);
-        claims[a] = kNoClaim;
-      }
-      claimed.clear();
-    }
-  });
+  std::fill(matched_ptr, matched_ptr + B * A, kNoClaim);
+  std::fill(iou_ptr, iou_ptr + B * A, 0.0f);
+  std::vector<int64_t> claimed;
+  for (int64_t chunk = 0; chunk < chunks; ++chunk) claim(*job, rows->result(chunk), matched_ptr, claimed);
+  for (const int64_t i : claimed) {
+    const int64_t key = matched_ptr[i];
+    matched_ptr[i] = claim_box(key);
+    iou_ptr[i] = claim_iou(key);
+  }
   return {matched, matched_iou};
 }
 

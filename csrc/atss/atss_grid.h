@@ -62,16 +62,22 @@ inline GridLevel detect_grid(const float* cx, const float* cy, int64_t start, in
   grid.col_hi.assign(grid.cols, -INFINITY);
   grid.row_lo.assign(grid.rows, INFINITY);
   grid.row_hi.assign(grid.rows, -INFINITY);
+  // ranges by comparison (NaN centres are skipped, as std::fmin / std::fmax would; those are library calls)
+  float* col_lo = grid.col_lo.data();
+  float* col_hi = grid.col_hi.data();
   for (int64_t y = 0; y < grid.rows; ++y) {
+    float row_lo = INFINITY, row_hi = -INFINITY;
     for (int64_t x = 0; x < grid.cols; ++x) {
       for (int64_t p = 0; p < per_location; ++p) {
         const int64_t a = grid.anchor(y, x, p);
-        grid.col_lo[x] = std::fmin(grid.col_lo[x], cx[a]);
-        grid.col_hi[x] = std::fmax(grid.col_hi[x], cx[a]);
-        grid.row_lo[y] = std::fmin(grid.row_lo[y], cy[a]);
-        grid.row_hi[y] = std::fmax(grid.row_hi[y], cy[a]);
+        col_lo[x] = fminf2(col_lo[x], cx[a]);
+        col_hi[x] = fmaxf2(col_hi[x], cx[a]);
+        row_lo = fminf2(row_lo, cy[a]);
+        row_hi = fmaxf2(row_hi, cy[a]);
       }
     }
+    grid.row_lo[y] = row_lo;
+    grid.row_hi[y] = row_hi;
   }
   for (int64_t x = 0; x + 1 < grid.cols; ++x) {
     if (!(grid.col_hi[x] < grid.col_lo[x + 1])) return grid;
@@ -100,15 +106,21 @@ inline float side_bound(float c, float edge, bool below) {
   return fk_sqrt(fk_mul(d, d));
 }
 
+// Locations on each side of the box centre's location in the first window for k anchors (side x side locations
+// hold the k; one more for the box centre's offset within its location).
+inline int64_t grid_reach(int64_t k, int64_t per_location) {
+  const int64_t cells = (k + per_location - 1) / per_location;
+  int64_t side = 1;
+  while (side * side < cells) ++side;
+  return side / 2 + 1;
+}
+
 // The k nearest anchors of a regular level for the box centre (gcx, gcy) into `nearest` (as a full scan
 // of the level would leave it). Window: the locations [left, right] x [top, bottom].
 template <class Nearest>
 void select_in_grid(const GridLevel& grid, const float* cx, const float* cy, float gcx, float gcy, int64_t k,
                     Nearest& nearest) {
-  const int64_t cells = (k + grid.per_location - 1) / grid.per_location;
-  int64_t side = 1;
-  while (side * side < cells) ++side;
-  const int64_t reach = side / 2 + 1;
+  const int64_t reach = grid_reach(k, grid.per_location);
   const int64_t x0 = nearest_range(grid.col_hi, gcx);
   const int64_t y0 = nearest_range(grid.row_hi, gcy);
   int64_t left = x0 > reach ? x0 - reach : 0;
