@@ -1,5 +1,4 @@
-"""COCO-captions reader: an annotation JSON + an image folder, one item per caption (map-style); and
-``AnnotatedImages``, what it shares with the grounding reader (``grounding.GroundingDataset``)."""
+"""COCO-captions reader: an annotation JSON + an image folder, one item per caption (map-style)."""
 
 from __future__ import annotations
 
@@ -9,11 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset
 
-from fiber_fast.data.errors import DataError, OnError, check_on_error, handle
+from fiber_fast.data.errors import DataError, OnError, handle
 from fiber_fast.data.images import load_image
-from fiber_fast.data.records import load_json, read_with_replacement
+from fiber_fast.data.records import AnnotatedImages, entry_id, load_json
 
 
 @dataclass(frozen=True)
@@ -39,13 +37,13 @@ def read_coco_captions(path: str | Path, on_error: OnError = "raise") -> tuple[l
     for entry in payload["images"]:
         if not isinstance(entry, dict) or not isinstance(entry.get("id"), int) \
                 or not isinstance(entry.get("file_name"), str):
-            errors.append(handle(DataError("annotation", f"{path} image {_id_of(entry)}",
+            errors.append(handle(DataError("annotation", f"{path} image {entry_id(entry)}",
                                            "image entry needs an int 'id' and a str 'file_name'"), on_error))
             continue
         files[entry["id"]] = entry["file_name"]
     records = []
     for ann in payload["annotations"]:
-        source = f"{path} annotation {_id_of(ann)}"
+        source = f"{path} annotation {entry_id(ann)}"
         if not isinstance(ann, dict) or not isinstance(ann.get("caption"), str) or not ann["caption"].strip():
             errors.append(handle(DataError("annotation", source, "needs a non-empty str 'caption'"), on_error))
         elif ann.get("image_id") not in files:
@@ -55,41 +53,6 @@ def read_coco_captions(path: str | Path, on_error: OnError = "raise") -> tuple[l
             records.append(CaptionRecord(int(ann.get("id", len(records))), ann["image_id"], files[ann["image_id"]],
                                          ann["caption"].strip()))
     return records, errors
-
-
-def _id_of(entry: Any) -> str:
-    return repr(entry.get("id")) if isinstance(entry, dict) else f"<{type(entry).__name__}>"
-
-
-class AnnotatedImages(Dataset):
-    """Base of the readers of an annotation JSON beside an image folder (captions, grounding).
-
-    ``read(annotations, on_error)`` gives the records and the messages of the malformed annotations skipped
-    (``errors``); none usable raises ``ValueError`` naming the file and ``item`` ("caption", "image entry").
-    ``len`` = number of records; ``dataset[i]`` is the subclass's ``_load(i)``, an unreadable image raising
-    :class:`DataError` or, with ``on_error="skip"``, replaced by the next index (its message in the item's
-    ``errors``). ``epoch`` is set by the loader.
-    """
-
-    def __init__(self, read: Callable[[str | Path, OnError], tuple[list[Any], list[str]]], annotations: str | Path,
-                 image_root: str | Path, transform: Callable[..., Any] | None, on_error: str, item: str) -> None:
-        self.on_error = check_on_error(on_error)
-        self.records, self.errors = read(annotations, self.on_error)
-        if not self.records:
-            raise ValueError(f"{annotations} holds no usable {item}")
-        self.image_root = Path(image_root)
-        self.transform = transform
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def _load(self, index: int) -> dict[str, Any]:
-        """The item of record ``index`` (each reader its own); may raise :class:`DataError`."""
-        raise NotImplementedError
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return read_with_replacement(self._load, index, len(self), self.on_error)
 
 
 class CaptionsDataset(AnnotatedImages):

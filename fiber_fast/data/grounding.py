@@ -11,10 +11,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from fiber_fast.data.captions import AnnotatedImages, _id_of
 from fiber_fast.data.errors import DataError, OnError, handle
 from fiber_fast.data.images import load_image
-from fiber_fast.data.records import load_json
+from fiber_fast.data.records import AnnotatedImages, entry_id, load_json
 from fiber_fast.data.transforms import FineTransform
 
 Span = tuple[int, int]
@@ -79,12 +78,12 @@ def read_grounding(path: str | Path, on_error: OnError = "raise") -> tuple[list[
             and isinstance(entry.get("caption"), str) and isinstance(entry.get("height"), int) \
             and isinstance(entry.get("width"), int) and entry["height"] > 0 and entry["width"] > 0
         if not ok:
-            errors.append(handle(DataError("annotation", f"{path} image {_id_of(entry)}", "image entry needs int "
+            errors.append(handle(DataError("annotation", f"{path} image {entry_id(entry)}", "image entry needs int "
                                            "'id', 'height', 'width', str 'file_name' and 'caption'"), on_error))
             continue
         entries[entry["id"]] = {"entry": entry, "boxes": [], "spans": [], "categories": [], "ids": []}
     for ann in payload["annotations"]:
-        source = f"{path} annotation {_id_of(ann)}"
+        source = f"{path} annotation {entry_id(ann)}"
         if not isinstance(ann, dict) or ann.get("image_id") not in entries:
             image_id = ann.get("image_id") if isinstance(ann, dict) else None
             errors.append(handle(DataError("annotation", source, f"image_id {image_id!r} is not among the "

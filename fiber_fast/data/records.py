@@ -1,4 +1,5 @@
-"""Shared pieces of the map-style readers: JSON loading that names the file, and skip-by-replacement.
+"""Shared pieces of the map-style readers: JSON loading that names the file, how a message names an entry,
+skip-by-replacement, and ``AnnotatedImages``, the base of the readers of an annotation JSON beside an image folder.
 
 A map-style item that cannot be read is replaced, with ``on_error="skip"``, by the next readable
 index (``index + 1``, wrapping), so batches keep their size across ranks; the messages of the items
@@ -12,7 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fiber_fast.data.errors import DataError, OnError, handle
+from torch.utils.data import Dataset
+
+from fiber_fast.data.errors import DataError, OnError, check_on_error, handle
 
 MAX_REPLACEMENTS = 64
 
@@ -48,3 +51,39 @@ def read_with_replacement(load: Callable[[int], dict[str, Any]], index: int, len
         item["errors"] = errors
         return item
     raise RuntimeError(f"{len(errors)} items in a row from index {index} could not be read; last: {errors[-1]}")
+
+
+def entry_id(entry: Any) -> str:
+    """How a message names a JSON entry: its ``id`` (repr), or its type when it is no object."""
+    return repr(entry.get("id")) if isinstance(entry, dict) else f"<{type(entry).__name__}>"
+
+
+class AnnotatedImages(Dataset):
+    """Base of the readers of an annotation JSON beside an image folder (captions, grounding).
+
+    ``read(annotations, on_error)`` gives the records and the messages of the malformed annotations skipped
+    (``errors``); none usable raises ``ValueError`` naming the file and ``item`` ("caption", "image entry").
+    ``len`` = number of records; ``dataset[i]`` is the subclass's ``_load(i)``, an unreadable image raising
+    :class:`DataError` or, with ``on_error="skip"``, replaced by the next index (its message in the item's
+    ``errors``). ``epoch`` is set by the loader.
+    """
+
+    def __init__(self, read: Callable[[str | Path, OnError], tuple[list[Any], list[str]]], annotations: str | Path,
+                 image_root: str | Path, transform: Callable[..., Any] | None, on_error: str, item: str) -> None:
+        self.on_error = check_on_error(on_error)
+        self.records, self.errors = read(annotations, self.on_error)
+        if not self.records:
+            raise ValueError(f"{annotations} holds no usable {item}")
+        self.image_root = Path(image_root)
+        self.transform = transform
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def _load(self, index: int) -> dict[str, Any]:
+        """The item of record ``index`` (each reader its own); may raise :class:`DataError`."""
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return read_with_replacement(self._load, index, len(self), self.on_error)

@@ -1,4 +1,4 @@
-"""What the captions and grounding readers share (``captions.AnnotatedImages``): records read once, the refusal of a
+"""What the captions and grounding readers share (``records.AnnotatedImages``): records read once, the refusal of a
 file with nothing usable, ``len``, skip-by-replacement, the loader's ``epoch``."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from fiber_fast.data import CaptionsDataset, GroundingDataset
-from fiber_fast.data.captions import AnnotatedImages
+from fiber_fast.data.records import AnnotatedImages
 
 
 @pytest.mark.parametrize("dataset, item", [(CaptionsDataset, "caption"), (GroundingDataset, "image entry")])
