@@ -29,7 +29,7 @@ from fiber_kernels.window_attention import window_attention, window_attention_re
 from fiber_kernels.window_attention.geometry import WindowGeometry
 from fiber_kernels.window_attention.reference import (
     merge_windows,
-    relative_position_index,
+    relative_position_bias,
     shift_attention_mask,
     split_heads,
     windows_of_qkv,
@@ -88,11 +88,9 @@ def window_flops(geometry: WindowGeometry) -> dict[str, float]:
     return attention_flops(g.windows, g.num_heads, g.tokens, g.tokens, g.head_dim)
 
 
-def _additive(table: torch.Tensor, window: int, shift: int, Hp: int, Wp: int, heads: int) -> torch.Tensor:
+def _additive(table: torch.Tensor, window: int, shift: int, Hp: int, Wp: int) -> torch.Tensor:
     """Relative bias (+ shift mask) as one dense ``(nW or 1, nH, N, N)`` tensor."""
-    n = window * window
-    index = relative_position_index(window, window, device=table.device)
-    bias = table[index.view(-1)].view(n, n, heads).permute(2, 0, 1).unsqueeze(0)
+    bias = relative_position_bias(table, (window, window)).unsqueeze(0)
     if shift:
         bias = bias + shift_attention_mask(Hp, Wp, (window, window), (shift, shift), -100.0, table.device,
                                            table.dtype).unsqueeze(1)
@@ -107,7 +105,7 @@ def _through_windows(core: Callable[..., torch.Tensor], qkv: torch.Tensor, table
     B, H, W, _ = qkv.shape
     windows, Hp, Wp = windows_of_qkv(qkv, bias, (window, window), (shift, shift), False)
     q, k, v = split_heads(windows, heads)
-    out = core(q, k, v, _additive(table, window, shift, Hp, Wp, heads).to(q.dtype))
+    out = core(q, k, v, _additive(table, window, shift, Hp, Wp).to(q.dtype))
     out = out.transpose(1, 2).reshape(out.shape[0], out.shape[2], -1)
     return merge_windows(out, B, H, W, Hp, Wp, (window, window), (shift, shift), False)
 

@@ -28,6 +28,14 @@ def relative_position_index(window_h: int, window_w: int, device: torch.device |
     return dy * (2 * window_w - 1) + dx
 
 
+def relative_position_bias(rpb_table: torch.Tensor, window: tuple[int, int]) -> torch.Tensor:
+    """Swin's relative position bias of one window, ``(nH, N, N)`` with ``N = Wh·Ww``, gathered from
+    rpb_table ``((2Wh-1)(2Ww-1), nH)`` (in the table's dtype, differentiable in it)."""
+    n = window[0] * window[1]
+    index = relative_position_index(*window, device=rpb_table.device)
+    return rpb_table[index.view(-1)].view(n, n, rpb_table.shape[-1]).permute(2, 0, 1)
+
+
 def _region_slices(size: int, window: int, shift: int) -> tuple[tuple[int, int], ...]:
     # Swin's slices (0, -window), (-window, -shift), (-shift, None) written with positive bounds;
     # with shift 0 the last slice covers everything, as the slice (-0, None) does in Swin.
@@ -119,8 +127,7 @@ def window_attention_reference(qkv: torch.Tensor, rpb_table: torch.Tensor, num_h
     q, k, v = split_heads(windows, num_heads)
     BW, _, N, D = q.shape
     attn = (q * scale) @ k.transpose(-2, -1)
-    index = relative_position_index(*window_size, device=qkv.device)
-    bias = rpb_table[index.view(-1)].view(N, N, num_heads).permute(2, 0, 1).to(attn.dtype)
+    bias = relative_position_bias(rpb_table, window_size).to(attn.dtype)
     attn = attn + bias.unsqueeze(0)
     if any(shift_size):
         mask = shift_attention_mask(Hp, Wp, window_size, shift_size, mask_value, qkv.device, attn.dtype)
@@ -145,8 +152,7 @@ def window_attention_sdpa(qkv: torch.Tensor, rpb_table: torch.Tensor, num_heads:
     windows, Hp, Wp = windows_of_qkv(qkv, qkv_bias, window_size, shift_size, shift_first)
     q, k, v = split_heads(windows, num_heads)
     BW, _, N, D = q.shape
-    index = relative_position_index(*window_size, device=qkv.device)
-    bias = rpb_table[index.view(-1)].view(N, N, num_heads).permute(2, 0, 1).to(qkv.dtype)  # (nH, N, N)
+    bias = relative_position_bias(rpb_table, window_size).to(qkv.dtype)  # (nH, N, N)
     if any(shift_size):
         mask = shift_attention_mask(Hp, Wp, window_size, shift_size, mask_value, qkv.device, qkv.dtype)
         n_win = mask.shape[0]
