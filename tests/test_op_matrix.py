@@ -20,7 +20,6 @@ import contextlib
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from unittest import mock
 
 import pytest
 import torch
@@ -76,13 +75,8 @@ def _emulated_cuda(op: str, backend: str):
     if backend != "cuda" or family not in ("cross_attention", "window_attention"):
         yield
         return
-    module = _emu(family)
-    if family == "cross_attention":
-        with mock.patch.object(attention_cuda, "_ops", lambda ops: module if ops is None else ops):
-            yield
-    else:
-        with mock.patch.object(window_cuda, "_default_ops", lambda: module):
-            yield
+    with emu.launching_on(_emu(family), attention_cuda if family == "cross_attention" else window_cuda):
+        yield
 
 
 # ---- the ops ------------------------------------------------------------------------------------------

@@ -37,6 +37,13 @@ def load_error() -> str:
     return _load()[1] or ""
 
 
+def compiled_ops() -> Any:
+    """``torch.ops.fiber_kernels_C`` (importing ``_C`` registers its ops): what the ``cuda`` launchers call
+    unless given other ops (a test's emulation binding, ``fiber_kernels.testing.emu.launching_on``)."""
+    is_built()
+    return getattr(torch.ops, CPP_NAMESPACE)
+
+
 def build_info() -> dict[str, Any]:
     """``{"built": bool, "with_cuda": bool, "cuda_archs": list[str], "error": str}`` of ``_C``."""
     module, error = _load()

@@ -16,16 +16,17 @@ from fiber_kernels.cross_attention.function import (
     gated_residual_linear_backward_op,
     gated_residual_linear_op,
 )
+from fiber_kernels.testing import emu
 
 from ._cases import fresh, make_mask, make_qkv
 from .conftest import assert_linear_matches_reference, assert_matches_reference, with_autograd
 
 
 @pytest.fixture
-def emulated(monkeypatch, ops):
+def emulated(ops):
     """``cuda.py`` launches ``torch.ops.fiber_kernels_C`` by default; here its default is the emulation."""
-    monkeypatch.setattr(cuda, "_ops", lambda given: ops if given is None else given)
-    return ops
+    with emu.launching_on(ops, cuda):
+        yield ops
 
 
 @pytest.mark.parametrize("B,Bk,mask_kind", [

@@ -222,20 +222,19 @@ class _CountingOps:
         return getattr(self.ops, name)
 
 
-def test_custom_op_with_cuda_backend_runs_the_cuda_kernels_through_autograd(ops, monkeypatch) -> None:
+def test_custom_op_with_cuda_backend_runs_the_cuda_kernels_through_autograd(ops) -> None:
     # window_attention_op(..., backend="cuda") as the "cuda" dispatch backend calls it, with the default
     # ops (torch.ops.fiber_kernels_C on a GPU) pointed at the emulated build of the same kernels.
     from fiber_kernels.window_attention.function import window_attention_op
 
-    counting = _CountingOps(ops)
-    monkeypatch.setattr(cuda, "_default_ops", lambda: counting)
     case = Case(2, 5, 9, 3, 32, (7, 7), (3, 3))   # shifted, padded (keys = qkv bias), 2 images
     qkv, table, bias = make_inputs(case, torch.float16)
     scale = 32 ** -0.5
     grad_out = torch.randn(2, 5, 9, 96)
     leaves = [t.detach().requires_grad_() for t in (qkv, table, bias)]
-    out = window_attention_op(*leaves, 3, 7, 7, 3, 3, scale, -100.0, False, "cuda")[0]
-    got = (out, *torch.autograd.grad(out, leaves, grad_out.half()))
+    with emu.launching_on(_CountingOps(ops), cuda) as counting:
+        out = window_attention_op(*leaves, 3, 7, 7, 3, 3, scale, -100.0, False, "cuda")[0]
+        got = (out, *torch.autograd.grad(out, leaves, grad_out.half()))
     assert counting.calls == ["window_attention_fwd", "window_attention_bwd"]
     ref = reference_grads(case, *(t.double() for t in (qkv, table, bias)), grad_out, scale)
     same = reference_grads(case, qkv, table, bias, grad_out, scale)
@@ -244,4 +243,5 @@ def test_custom_op_with_cuda_backend_runs_the_cuda_kernels_through_autograd(ops,
         assert value.dtype == torch.float16 and value.shape == ref_value.shape, name
         assert_close_to_reference(value, ref_value, torch_value, factor=3.0, atol_floor=1e-5, name=f"cuda op {name}")
     args = (*leaves, 3, 7, 7, 3, 3, scale, -100.0, False, "cuda")
-    torch.library.opcheck(window_attention_op, args)  # schema, fake impl, autograd registration, AOT dispatch
+    with emu.launching_on(ops, cuda):
+        torch.library.opcheck(window_attention_op, args)  # schema, fake impl, autograd registration, AOT dispatch

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from .. import dispatch
+from .. import _extension, dispatch
 from .._validate import FLOAT_DTYPES, check_same_device, check_same_dtype, check_scale, check_tensor
 from .checks import Q_SHAPE, check_cross_attention
 
@@ -29,7 +29,7 @@ LINEAR_LIMITS = dispatch.BackendLimits()
 
 
 def _ops(ops: Any) -> Any:
-    return torch.ops.fiber_kernels_C if ops is None else ops
+    return _extension.compiled_ops() if ops is None else ops
 
 
 def unsupported_shape_reasons(q_shape: Sequence[int], k_shape: Sequence[int]) -> list[str]:

@@ -24,7 +24,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-__all__ = ["CSRC_INCLUDE_DIRS", "EmuModule", "REPO_ROOT", "build", "build_directory", "compile_flags"]
+__all__ = ["CSRC_INCLUDE_DIRS", "EmuModule", "REPO_ROOT", "build", "build_directory", "compile_flags", "launching_on"]
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 _CSRC = REPO_ROOT / "csrc"
@@ -169,3 +169,18 @@ def build(
     _BUILT[key] = wrapped
     return wrapped
 
+
+@contextlib.contextmanager
+def launching_on(ops: Any, *launchers: ModuleType) -> Iterator[Any]:
+    """Inside the ``with`` block the ``cuda`` launcher modules ``launchers`` (e.g.
+    ``fiber_kernels.cross_attention.cuda``) call ``ops`` (an emulation binding) wherever they would call
+    ``torch.ops.fiber_kernels_C``, so the custom ops with backend ``"cuda"`` run the emulated kernels on CPU
+    tensors; ops passed explicitly still win. Yields ``ops``."""
+    previous = [launcher._ops for launcher in launchers]
+    for launcher in launchers:
+        launcher._ops = lambda given: ops if given is None else given
+    try:
+        yield ops
+    finally:
+        for launcher, hook in zip(launchers, previous, strict=True):
+            launcher._ops = hook

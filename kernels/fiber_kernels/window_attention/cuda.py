@@ -23,9 +23,8 @@ from .geometry import WindowGeometry
 LIMITS = dispatch.BackendLimits(head_dims=(16, 32, 64), max_window_tokens=144)  # 144: 12x12, FIBER's window
 
 
-def _default_ops() -> Any:
-    _extension.is_built()  # importing fiber_kernels._C registers its ops
-    return torch.ops.fiber_kernels_C
+def _ops(ops: Any) -> Any:
+    return _extension.compiled_ops() if ops is None else ops
 
 
 def unsupported_reasons(geometry: WindowGeometry) -> list[str]:
@@ -59,8 +58,7 @@ def forward(qkv: torch.Tensor, rpb_table: torch.Tensor, qkv_bias: torch.Tensor |
     and ``lse (B·nW, nH, N)`` fp32 (the softmax row log-sum-exp the backward needs).
     """
     geometry = _check(qkv, rpb_table, qkv_bias, geometry)
-    ops = ops if ops is not None else _default_ops()
-    return ops.window_attention_fwd(qkv, rpb_table, qkv_bias, *geometry.op_args())
+    return _ops(ops).window_attention_fwd(qkv, rpb_table, qkv_bias, *geometry.op_args())
 
 
 def backward(grad_out: torch.Tensor, qkv: torch.Tensor, rpb_table: torch.Tensor, qkv_bias: torch.Tensor | None,
@@ -73,6 +71,6 @@ def backward(grad_out: torch.Tensor, qkv: torch.Tensor, rpb_table: torch.Tensor,
     """
     geometry = _check(qkv, rpb_table, qkv_bias, geometry)
     check_saved(qkv, grad_out, out, lse, geometry)
-    ops = ops if ops is not None else _default_ops()
-    dqkv, dtable, dbias = ops.window_attention_bwd(grad_out, qkv, rpb_table, qkv_bias, out, lse, *geometry.op_args())
+    dqkv, dtable, dbias = _ops(ops).window_attention_bwd(grad_out, qkv, rpb_table, qkv_bias, out, lse,
+                                                         *geometry.op_args())
     return dqkv, dtable, dbias if qkv_bias is not None else None
