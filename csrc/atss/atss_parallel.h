@@ -17,6 +17,11 @@
 #pragma once
 
 #include <ATen/Parallel.h>
+#if defined(__linux__)
+#include <sched.h>
+
+#include <cstdio>
+#endif
 
 #include <algorithm>
 #include <atomic>
@@ -38,18 +43,47 @@ constexpr double kMinParallelNs = 2000000.0;
 constexpr double kChunkNs = 25000.0;
 
 // How a loop of `items` items and total_ns estimated nanoseconds is cut (chunks) and how many threads share the
-// chunks: at most at::get_num_threads() (torch.set_num_threads), one chunk on the calling thread when the work is
-// below kMinParallelNs.
+// chunks: at most at::get_num_threads() (torch.set_num_threads); one chunk on the calling thread when the work is
+// below kMinParallelNs or no CPU is idle.
 struct WorkPlan {
   int64_t chunks = 1, threads = 1;
 };
 
+// Whether a CPU this process may use is idle now: /proc/loadavg's count of runnable threads (this one included)
+// below that number of CPUs. A helper started while every CPU is busy takes a CPU from the caller or waits for one
+// (on the loaded development machine 2 threads were then up to 10% slower than 1 at 200 boxes per image). True
+// where unknown.
+inline bool idle_cpu_now() {
+#if defined(__linux__)
+  cpu_set_t allowed;
+  if (sched_getaffinity(0, sizeof(allowed), &allowed) != 0) return true;
+  std::FILE* file = std::fopen("/proc/loadavg", "r");
+  if (file == nullptr) return true;
+  double one = 0, five = 0, fifteen = 0;
+  int runnable = 0, threads = 0;
+  const bool read = std::fscanf(file, "%lf %lf %lf %d/%d", &one, &five, &fifteen, &runnable, &threads) == 5;
+  std::fclose(file);
+  return !read || runnable < CPU_COUNT(&allowed);
+#else
+  return true;
+#endif
+}
+
 inline WorkPlan plan_work(int64_t items, double total_ns) {
   const int64_t threads = at::get_num_threads();
-  if (threads < 2 || items < 2 || !(total_ns >= kMinParallelNs)) return WorkPlan{};
+  if (threads < 2 || items < 2 || !(total_ns >= kMinParallelNs) || !idle_cpu_now()) return WorkPlan{};
   const double by_work = std::max(2.0, std::min(static_cast<double>(items), total_ns / kChunkNs));
   const int64_t chunks = static_cast<int64_t>(by_work);
   return WorkPlan{chunks, std::min(threads, chunks)};
+}
+
+// The CPU the calling thread runs on, -1 where unknown.
+inline int current_cpu() {
+#if defined(__linux__)
+  return sched_getcpu();
+#else
+  return -1;
+#endif
 }
 
 // Items [begin, end) of chunk `chunk` when `items` items are cut into `chunks` contiguous chunks.
@@ -115,8 +149,13 @@ template <class Result>
 std::shared_ptr<const ChunkResults<Result>> compute_chunks(const WorkPlan& plan,
                                                           typename ChunkResults<Result>::Compute compute) {
   auto results = std::make_shared<ChunkResults<Result>>(plan.chunks, std::move(compute));
+  // A helper woken onto the caller's own CPU (the scheduler does so when the other CPUs are busy, and runs it in
+  // the caller's place) steps aside at once: there it would take every chunk while the caller waits for the CPU
+  // (measured: all 106 chunks by the helper, 2.3-6.8 ms against 2.5 ms on 1 thread).
+  const int caller_cpu = current_cpu();
   for (int64_t helper = 1; helper < plan.threads; ++helper) {
-    at::launch([results] {
+    at::launch([results, caller_cpu] {
+      if (caller_cpu >= 0 && current_cpu() == caller_cpu) return;
       try {
         results->take_chunks();
       } catch (...) {

@@ -1,7 +1,8 @@
 """The C++ CPU kernel shares a box selection between threads (csrc/atss/atss_parallel.h) only above kMinParallelNs
-(2 ms) of estimated work; these cases are above it, so with 2 or 3 threads their boxes run in chunks on several
-threads (images cut between chunks; the calling thread computes again any chunk a helper has not published).
-The result must be the reference's, bit for bit, whatever the thread count."""
+(2 ms) of estimated work and while a CPU is idle; these cases are above it, so with 2 or 3 threads on a machine
+with a free CPU their boxes run in chunks on several threads (images cut between chunks; the calling thread
+computes again any chunk a helper has not published). The result must be the reference's, bit for bit, whatever
+the thread count."""
 
 from __future__ import annotations
 
