@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..dispatch import INT32_MAX
 from .triton_atss import K_PADS, MAX_LEVELS
-
-INT32_ANCHORS = 2**31 - 1  # the kernels index anchors with int32 (kMaxAnchors of csrc/atss/atss_limits.h)
 
 
 @dataclass(frozen=True)
@@ -22,7 +21,7 @@ class AssignLimits:
 
     max_topk_total: int | None = None
     max_levels: int | None = None
-    max_anchors: int | None = INT32_ANCHORS
+    max_anchors: int | None = INT32_MAX  # the kernels index anchors with int32 (kMaxAnchors of atss_limits.h)
     fp32_statistics: bool = False
 
     def reasons(self, num_anchors: int, num_levels: int, topk_total: int, fp32_statistics: bool) -> list[str]:
