@@ -392,8 +392,13 @@ def work_buffers(q_shape: Sequence[int], k_shape: Sequence[int], dtype: torch.dt
     before its copy into dk or dv. All are alive at once (while the dv partials are summed), so
     ``work_buffers.total_bytes`` of them is the launcher's peak besides its inputs and dq, dk, dv (fake
     tensors run the custom op's fake impl and never see these; memory benchmarks add them from here)."""
-    batch, heads, seqlen_q, head_dim = q_shape
-    splits, _ = dkdv_plan(q_shape, k_shape, attention_config("dkdv", head_dim, dtype, device), splits)
+    splits, _ = dkdv_plan(q_shape, k_shape, attention_config("dkdv", q_shape[-1], dtype, device), splits)
+    return _work_buffers(q_shape, k_shape, splits)
+
+
+def _work_buffers(q_shape: Sequence[int], k_shape: Sequence[int], splits: int) -> tuple[WorkBuffer, ...]:
+    """:func:`work_buffers` for a planned number of dk/dv ``splits``."""
+    batch, heads, seqlen_q, _ = q_shape
     fp32 = torch.float32
     delta = WorkBuffer("delta", (batch, heads, seqlen_q), fp32)
     if splits == 1:
@@ -437,7 +442,9 @@ def cross_attention_bwd(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor
     has_mask = key_padding_mask is not None
 
     lse = lse.contiguous()  # (B, H, Nq): the kernels index it by row
-    buffers = {buffer.name: buffer for buffer in work_buffers(q.shape, k.shape, q.dtype, q.device, splits)}
+    dkdv_config = attention_config("dkdv", head_dim, q.dtype, q.device)
+    splits, rows_per_split = dkdv_plan(q.shape, k.shape, dkdv_config, splits)
+    buffers = {buffer.name: buffer for buffer in _work_buffers(q.shape, k.shape, splits)}
     delta = buffers["delta"].allocate(q.device)
     _cross_attention_bwd_preprocess_kernel[(triton.cdiv(seqlen_q, PREPROCESS_BLOCK_M), batch * heads)](
         out, grad_out, delta, *out.stride(), *grad_out.stride(), heads, seqlen_q,
@@ -455,9 +462,7 @@ def cross_attention_bwd(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor
         num_warps=config.num_warps, num_stages=config.num_stages,
     )
 
-    config = attention_config("dkdv", head_dim, q.dtype, q.device)
-    num_key_blocks = triton.cdiv(seqlen_k, config.block_n)
-    splits, rows_per_split = dkdv_plan(q.shape, k.shape, config, splits)
+    num_key_blocks = triton.cdiv(seqlen_k, dkdv_config.block_n)
     if splits == 1:
         dk, dv = torch.empty_like(k), torch.empty_like(v)
         dk_target, dv_target = dk.unsqueeze(0), dv.unsqueeze(0)
@@ -469,9 +474,9 @@ def cross_attention_bwd(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor
         *q.stride(), *k.stride(), *v.stride(), stride_mb, stride_mn, *grad_out.stride(),
         *dk_target.stride(), *dv_target.stride(),
         heads, groups, seqlen_q, seqlen_k, rows_per_split, scale, scale * LOG2E,
-        HAS_MASK=has_mask, HEAD_DIM=head_dim, BLOCK_M=config.block_m, BLOCK_N=config.block_n,
+        HAS_MASK=has_mask, HEAD_DIM=head_dim, BLOCK_M=dkdv_config.block_m, BLOCK_N=dkdv_config.block_n,
         DOT_PRECISION=precision, ALIGNED=strides_aligned(q, k, v, grad_out, dk_target, dv_target),
-        num_warps=config.num_warps, num_stages=config.num_stages,
+        num_warps=dkdv_config.num_warps, num_stages=dkdv_config.num_stages,
     )
     if splits > 1:  # fixed-order sum of the partials, into tensors laid out like k and v
         dk = torch.empty_like(k).copy_(dk_target.sum(0))
