@@ -224,8 +224,7 @@ def grounding_chance(model: torch.nn.Module, loader: Any, ks: Sequence[int] = (1
     """Expected phrase-grounding Recall@K of a random ranking of ``model``'s anchors, per phrase averaged."""
     from torchvision.ops import box_iou
 
-    from fiber_fast.eval.grounding import phrases_from_positive_map
-    from fiber_fast.eval.retrieval import random_pick_hit_probability
+    from fiber_fast.eval.grounding import phrases_from_positive_map, random_pick_hits
 
     totals = torch.zeros(len(ks), dtype=torch.float64)
     phrases_seen = 0
@@ -240,12 +239,8 @@ def grounding_chance(model: torch.nn.Module, loader: Any, ks: Sequence[int] = (1
         for b in range(batch["pixel_values"].shape[0]):
             phrases, box_phrase = phrases_from_positive_map(batch["positive_map"][b], batch["box_mask"][b])
             iou = box_iou(anchors, batch["boxes"][b][batch["box_mask"][b]].float())  # (A, G)
-            total = anchors.shape[0]
-            for phrase in range(phrases.shape[0]):
-                good = int((iou[:, box_phrase == phrase] >= iou_threshold).any(dim=1).sum())
-                for j, k in enumerate(ks):
-                    totals[j] += float(random_pick_hit_probability(total, good, k))
-                phrases_seen += 1
+            totals += random_pick_hits(iou >= iou_threshold, box_phrase, phrases.shape[0], ks).sum(dim=0)
+            phrases_seen += phrases.shape[0]
     return {f"grounding_r{k}": float(totals[j] / max(phrases_seen, 1)) for j, k in enumerate(ks)}
 
 

@@ -182,6 +182,22 @@ def grounding_recall(hits: Sequence[torch.Tensor] | torch.Tensor, ks: Sequence[i
     return out
 
 
+def random_pick_hits(close: torch.Tensor, gt_phrases: torch.Tensor, num_phrases: int,
+                     ks: Sequence[int] = (1, 5)) -> torch.Tensor:
+    """Expected hit table ``(P, len(ks))`` fp64 of one image when each phrase's K best boxes are K of the
+    ``C`` candidates drawn at random: a phrase with ``g`` candidates that hit one of its boxes is hit at K
+    with probability ``1 - C(C - g, K) / C(C, K)`` (``retrieval.random_pick_hit_probability``).
+
+    close ``(C, G)`` bool: candidate c hits ground-truth box g; gt_phrases ``(G,)`` int64 in ``[0, num_phrases)``.
+    """
+    member = gt_phrases[None, :] == torch.arange(num_phrases, device=gt_phrases.device)[:, None]  # (P, G)
+    good = (member[:, None, :] & close[None]).any(dim=2).sum(dim=1).cpu()  # (P,) candidates hitting the phrase
+    expected = torch.zeros(num_phrases, len(ks), dtype=torch.float64)
+    for j, k in enumerate(ks):
+        expected[:, j] = random_pick_hit_probability(close.shape[0], good, k)
+    return expected
+
+
 def words_blind_hits(gt_boxes: torch.Tensor, gt_phrases: torch.Tensor, num_phrases: int,
                      ks: Sequence[int] = (1, 5), iou_threshold: float = 0.5) -> torch.Tensor:
     """Expected hit table ``(P, len(ks))`` fp64 of one image for a model that finds every object perfectly
@@ -197,13 +213,5 @@ def words_blind_hits(gt_boxes: torch.Tensor, gt_phrases: torch.Tensor, num_phras
         raise ValueError(f"gt_boxes must be (G, 4) and gt_phrases (G,), got {tuple(gt_boxes.shape)} and "
                          f"{tuple(gt_phrases.shape)}")
     distinct, owner = torch.unique(gt_boxes.double(), dim=0, return_inverse=True)
-    total = distinct.shape[0]
     overlap = box_iou(distinct, distinct) >= iou_threshold  # (n, n): candidate box i hits a truth box j
-    expected = torch.zeros(num_phrases, len(ks), dtype=torch.float64)
-    for phrase in range(num_phrases):
-        truth = torch.zeros(total, dtype=torch.bool)
-        truth[owner[gt_phrases == phrase]] = True
-        good = int(overlap[:, truth].any(dim=1).sum())
-        for j, k in enumerate(ks):
-            expected[phrase, j] = float(random_pick_hit_probability(total, good, k))
-    return expected
+    return random_pick_hits(overlap[:, owner], gt_phrases, num_phrases, ks)
