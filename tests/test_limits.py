@@ -1,12 +1,9 @@
 """Backend limits are data (``dispatch.BackendLimits``, declared next to each kernel): every backend of the
 attention ops declares them, the dispatch reasons follow them at their edges, and the limits that the C++
-launchers check too are the same numbers on both sides (read from ``csrc/``; the Python side is stated
-once, in the backend's ``LIMITS``)."""
+launchers check too are the same numbers on both sides (``csrc/<op>/<op>_limits.h`` as
+``fiber_kernels.testing.csrc_limits`` reads it; the Python side is stated once, in the backend's ``LIMITS``)."""
 
 from __future__ import annotations
-
-import re
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,41 +11,26 @@ from fiber_kernels import dispatch
 from fiber_kernels._validate import FLOAT_DTYPES
 from fiber_kernels.cross_attention import cuda as cross_cuda
 from fiber_kernels.cross_attention import triton_attention
+from fiber_kernels.testing.csrc_limits import read_limits
 from fiber_kernels.window_attention import cuda as window_cuda
 from fiber_kernels.window_attention import triton_common
 from fiber_kernels.window_attention.geometry import WindowGeometry
 
-CSRC = Path(__file__).resolve().parents[1] / "csrc"
 OPS = ("cross_attention", "gated_residual_linear", "window_attention")
 SM80 = dispatch.DeviceInfo("cuda", (8, 0))
 
 
-def cpp_constant(family: str, name: str, check: str) -> tuple[int, ...]:
-    """The values of the C++ constant ``name`` of ``csrc/<family>/`` (``constexpr int name = 144;`` or
-    ``constexpr int name[] = {16, 32, 64};`` in its limits, kernel or launch header); while no header names
-    it, the literals compared in the launch header's ``TORCH_CHECK`` line that contains ``check``
-    (``D == 16 || D == 32 || D == 64``, ``<= 65535``). ``INT32_MAX`` reads as 2**31 - 1."""
-    headers = [CSRC / family / f"{family}_{part}" for part in ("limits.h", "kernel.cuh", "launch.h")]
-    texts = [header.read_text() for header in headers if header.exists()]
-    pattern = rf"constexpr[^;=]*\b{name}\b(?:\[\])?\s*=\s*\{{?([^;}}]*)\}}?;"
-    named = [match.group(1) for text in texts for match in [re.search(pattern, text)] if match]
-    if named:
-        values = named[0].split(",")
-    else:
-        line = next(line for line in texts[-1].splitlines() if "TORCH_CHECK" in line and check in line)
-        values = re.findall(r"(?:==|<=)\s*(\w+)", line.split(", op")[0])
-    return tuple(2**31 - 1 if value.strip() == "INT32_MAX" else int(value.strip(), 0) for value in values)
-
-
 def test_window_cuda_limits_are_the_cpp_limits() -> None:
-    assert window_cuda.LIMITS.head_dims == cpp_constant("window_attention", "kHeadDims", "D ==")
-    assert (window_cuda.LIMITS.max_window_tokens,) == cpp_constant("window_attention", "kMaxTokens", "kMaxTokens")
+    cpp = read_limits("window_attention")
+    assert window_cuda.LIMITS.head_dims == cpp["kHeadDims"]
+    assert window_cuda.LIMITS.max_window_tokens == cpp["kMaxTokens"]
 
 
 def test_cross_cuda_limits_are_the_cpp_limits() -> None:
-    assert cross_cuda.LIMITS.head_dims == cpp_constant("cross_attention", "kHeadDims", "|| q.size(3) ==")
-    assert (cross_cuda.LIMITS.max_grid_y,) == cpp_constant("cross_attention", "kMaxGridY", "k.size(1) <=")
-    assert set(cpp_constant("cross_attention", "kMaxRows", "INT32_MAX")) == {cross_cuda.LIMITS.max_rows}
+    cpp = read_limits("cross_attention")
+    assert cross_cuda.LIMITS.head_dims == cpp["kHeadDims"]
+    assert cross_cuda.LIMITS.max_grid_y == cpp["kMaxGridY"]
+    assert cross_cuda.LIMITS.max_rows == cpp["kMaxRows"]
 
 
 def test_every_backend_of_the_attention_ops_declares_its_limits() -> None:
