@@ -37,8 +37,8 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils.checkpoint import GraphExecGroup
 
 from fiber_fast.models import FiberConfig, build_fiber
-from fiber_fast.train.objectives import IGNORE_INDEX, itc_loss, itm_loss, mask_tokens, mlm_loss, sample_itm_pairs
-from fiber_fast.train.tasks import CoarseTask, FineTask
+from fiber_fast.train.objectives import itc_loss, itm_loss, mask_tokens, sample_itm_pairs
+from fiber_fast.train.tasks import CoarseTask, FineTask, masked_token_loss
 
 ROOT = Path(__file__).resolve().parents[1]
 MLM_FRACTION = 0.15
@@ -264,8 +264,7 @@ class FiberScheduleTask(nn.Module):
         masked_ids, labels = mask_tokens(input_ids, attention_mask, mask_token_id=self.mask_token_id,
                                          vocab_size=self.vocab_size, special_ids=self.special_ids)
         fused = model(pixels, masked_ids, attention_mask, fusion=True)
-        chosen = labels != IGNORE_INDEX
-        mlm = mlm_loss(model.mlm_head(fused.text_tokens[chosen][None]), labels[chosen])
+        mlm = masked_token_loss(model.mlm_head, fused.text_tokens, labels)
         return {"itc": itc, "itm": itm, "mlm": mlm, "loss": itc + itm + mlm}
 
 

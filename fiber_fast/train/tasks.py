@@ -37,7 +37,7 @@ def _check_batch(batch: Mapping[str, torch.Tensor], keys: tuple[str, ...], stage
         raise ValueError(f"a {stage} batch needs {list(keys)}; missing {missing}")
 
 
-def _masked_token_loss(mlm_head: nn.Module, text_states: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+def masked_token_loss(mlm_head: nn.Module, text_states: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """MLM loss on the masked positions only: text_states ``(B, T, D)``, labels ``(B, T)`` with IGNORE_INDEX
     elsewhere; the head sees just the chosen ``(1, M, D)`` rows."""
     chosen = labels != IGNORE_INDEX
@@ -90,7 +90,7 @@ class CoarseTask(nn.Module):
                                          vocab_size=self.vocab_size, special_ids=self.special_ids,
                                          probability=self.mlm_probability)
         fused = model.upper(image, model.text_lower(masked_ids, attention_mask), fusion=True)
-        mlm = _masked_token_loss(model.mlm_head, fused.text_tokens, labels)
+        mlm = masked_token_loss(model.mlm_head, fused.text_tokens, labels)
 
         if self.queue is not None:
             self.queue.push(image_feat, text_feat, image_ids)
@@ -178,7 +178,7 @@ class OscarTask(nn.Module):
         out = self.model(masked_ids, batch["token_type_ids"], attention_mask, batch["region_features"],
                          batch["region_mask"])
         text = out.sequence[:, :input_ids.shape[1]]
-        losses = {"mlm": _masked_token_loss(self.model.mlm_head, text, labels),
+        losses = {"mlm": masked_token_loss(self.model.mlm_head, text, labels),
                   "relation": relation_loss(self.model.relation_head(out.pooled), batch["relation_labels"])}
         losses["loss"] = sum(self.weights[name] * value for name, value in losses.items())
         return losses
