@@ -65,5 +65,5 @@ def parse_limits(source: str) -> dict[str, Limit]:
 
 
 def read_limits(op: str) -> dict[str, Limit]:
-    """The limits of ``op`` ("cross_attention" or "window_attention") as its C++ launchers check them."""
+    """The limits of ``op`` (one of ``LIMITS_OPS``) as its C++ launchers check them."""
     return parse_limits(limits_header(op).read_text())
