@@ -44,11 +44,16 @@ def breakdown_figure(rows: list[dict[str, Any]], shape: str, plt: Any) -> tuple[
     return f"train_step_breakdown_{shape}.png", fig
 
 
+def max_batch_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The PROJECTED ``max_batch`` rows of the plotted setting (``MAX_BATCH_SETTING``: ZeRO-2 on 8 ranks)."""
+    return [r for r in rows if r["metric"] == "max_batch"
+            and all(r["dims"].get(k) == v for k, v in MAX_BATCH_SETTING.items())]
+
+
 def max_batch_figure(rows: list[dict[str, Any]], kernel: str, plt: Any) -> tuple[str, Any] | None:
     """Grouped bars of the PROJECTED ``max_batch`` of ``kernel`` per card (ZeRO-2, 8 ranks): (file name, figure);
     None without rows."""
-    recs = [r for r in rows if r["metric"] == "max_batch" and r["kernel"] == kernel
-            and all(r["dims"].get(k) == v for k, v in MAX_BATCH_SETTING.items())]
+    recs = [r for r in max_batch_rows(rows) if r["kernel"] == kernel]
     if not recs:
         return None
     cards = list(dict.fromkeys(r["device"] for r in recs))
@@ -127,8 +132,7 @@ def parts_table(rows: list[dict[str, Any]], shape: str) -> str:
 
 def projected_table(rows: list[dict[str, Any]]) -> str:
     """PROJECTED max micro-batch per card (ZeRO-2, 8 ranks) and A100 bf16 step time per (kernel, provider)."""
-    recs = [r for r in rows if r["metric"] == "max_batch"
-            and all(r["dims"].get(k) == v for k, v in MAX_BATCH_SETTING.items())]
+    recs = max_batch_rows(rows)
     cards = list(dict.fromkeys(r["device"] for r in recs))
     lines = []
     for kernel in dict.fromkeys(r["kernel"] for r in recs):
