@@ -120,10 +120,9 @@ void select_box(const float* anchors, const float* anchor_cx, const float* ancho
     centered += d * d;
   }
   // the candidates fill the first n slots (every level keeps k = min(topk_total, n_l) of them), in topk order
-  const float threshold = fp32_statistics
-      ? iou_threshold_fp32(fk_div(torch_cpu_column_sum(out_iou, n, columns, column), static_cast<float>(n)),
-                           centered, n)
-      : iou_threshold(mean, centered, n);
+  const double threshold_mean =
+      fp32_statistics ? fk_div(torch_cpu_column_sum(out_iou, n, columns, column), static_cast<float>(n)) : mean;
+  const float threshold = iou_threshold(threshold_mean, centered, n);
   for (int64_t s = 0; s < slots; ++s) {
     const int32_t a = out_anchor[s];
     if (a < 0) continue;

@@ -84,19 +84,13 @@ FK_HOST_DEVICE FK_INLINE int64_t level_k(int64_t topk_total, int64_t level_size)
   return topk_total < level_size ? topk_total : level_size;
 }
 
-// IoU threshold mean + std from the float64 sums of the n candidate IoUs: mean = sum / n,
-// std = sqrt(sum((iou - mean)^2) / (n - 1)) (unbiased, NaN for n = 1 so nothing is positive),
-// each rounded to fp32 and added in fp32, as GLIP's fp32 mean(0) + std(0).
+// IoU threshold mean + std of the n candidate IoUs: std = sqrt(sum((iou - mean)^2) / (n - 1)) from the float64
+// sum of squares (unbiased, NaN for n = 1 so nothing is positive; torch's CPU std of fp32 values also accumulates
+// in float64 and rounds once), mean and std each rounded to fp32 and added in fp32, as GLIP's fp32 mean(0) + std(0).
+// mean: the float64 sum / n, or an fp32 mean (torch's fp32 `mean(0)`, exact in a double) for the *_fp32 conventions.
 FK_HOST_DEVICE FK_INLINE float iou_threshold(double mean, double centered_square_sum, int64_t n) {
   const double var = centered_square_sum / static_cast<double>(n - 1);
   return fk_add(static_cast<float>(mean), static_cast<float>(fk_sqrt(var)));
-}
-
-// The same threshold from an fp32 mean (torch's fp32 `mean(0)`, as GLIP and mmdetection compute it) and the
-// float64 std (torch's CPU std of fp32 values accumulates in float64 and rounds once): mean + fp32(std).
-FK_HOST_DEVICE FK_INLINE float iou_threshold_fp32(float mean, double centered_square_sum, int64_t n) {
-  const double var = centered_square_sum / static_cast<double>(n - 1);
-  return fk_add(mean, static_cast<float>(fk_sqrt(var)));
 }
 
 FK_HOST_DEVICE FK_INLINE int64_t claim_key(float iou, int64_t box) {
