@@ -73,16 +73,10 @@ def _check_boxes(name: str, boxes: torch.Tensor, valid: torch.Tensor | None = No
             part = torch.where(keep[start:start + SERIAL_BOXES], part, 0.0)
         if not bool(torch.isfinite(part).all()):
             raise ValueError(f"{name} must hold finite coordinates, got NaN or inf")
-        if not bool((part[:, 2:] >= part[:, :2]).all()):
-            _raise_inverted(name, part)
-
-
-def _raise_inverted(name: str, chosen: torch.Tensor) -> None:
-    bad = (chosen[..., 2] < chosen[..., 0]) | (chosen[..., 3] < chosen[..., 1])
-    if bool(bad.any()):
-        first = chosen[bad][0].tolist()
-        raise ValueError(f"{name} must be xyxy with x2 >= x1 and y2 >= y1, got {int(bad.sum())} inverted box(es), "
-                         f"first {first}")
+        bad = (part[:, 2] < part[:, 0]) | (part[:, 3] < part[:, 1])
+        if bool(bad.any()):
+            raise ValueError(f"{name} must be xyxy with x2 >= x1 and y2 >= y1, got {int(bad.sum())} inverted "
+                             f"box(es), first {part[bad][0].tolist()}")
 
 
 def validate(anchors: object, num_anchors_per_level: object, gt_boxes: object, gt_mask: object, topk: object,
