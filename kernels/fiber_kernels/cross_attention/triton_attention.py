@@ -40,7 +40,7 @@ def gpu_reasons(device: DeviceInfo, dtype: torch.dtype, limits: BackendLimits) -
     found = limits.capability_reasons(device)
     if dtype == torch.float32 and not torch.backends.cuda.matmul.allow_tf32:
         found.append("fp32 inputs with torch.backends.cuda.matmul.allow_tf32 = False need exact fp32 FMA math, "
-                       "which spills in these tiles on sm80/sm90; set it to True for the TF32 tensor-core kernels")
+                     "which spills in these tiles on sm80/sm90; set it to True for the TF32 tensor-core kernels")
     return found
 
 

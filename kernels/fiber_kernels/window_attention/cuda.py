@@ -42,10 +42,10 @@ def reasons(device: dispatch.DeviceInfo, geometry: WindowGeometry, **_: object) 
 
 def _check(qkv: object, rpb_table: object, qkv_bias: object, geometry: object) -> WindowGeometry:
     geometry = check_launch(qkv, rpb_table, qkv_bias, geometry)
-    reasons = unsupported_reasons(geometry)
-    if reasons:
+    problems = unsupported_reasons(geometry)
+    if problems:
         raise ValueError(f"qkv (B, H, W, 3C), num_heads {geometry.num_heads}, window_size {geometry.window}: "
-                         f"{reasons[0]}")
+                         f"{problems[0]}")
     return geometry
 
 

@@ -57,8 +57,8 @@ def window_attention_backward_op(grad_out: torch.Tensor, qkv: torch.Tensor, rpb_
     """``(dqkv (B, H, W, 3C), drpb_table (R, nH), dqkv_bias (3C,))``; dqkv_bias is zeros without a bias."""
     geometry = WindowGeometry.from_op_args(qkv.shape, num_heads, window_h, window_w, shift_h, shift_w, scale,
                                            mask_value, shift_first)
-    dqkv, dtable, dbias = pick_launcher(OP, LAUNCHERS, backend).backward(grad_out, qkv, rpb_table, qkv_bias, out, lse,
-                                                                    geometry)
+    backward = pick_launcher(OP, LAUNCHERS, backend).backward
+    dqkv, dtable, dbias = backward(grad_out, qkv, rpb_table, qkv_bias, out, lse, geometry)
     if dbias is None:
         dbias = qkv.new_zeros(qkv.shape[-1])
     return dqkv, dtable, dbias
