@@ -112,15 +112,15 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
 
     from . import runner
     from .detection import category_token_map, load_coco
-    from .loading import eval_loader, load_model, run_data_config
+    from .loading import eval_loader, load_model, run_data_config, stored_config
 
     if args.model == "oscar":
         return evaluate_oscar(args)
-    device = args.device or _init_distributed()
-    model = load_model(args.checkpoint, device, eager=args.eager)
-    if args.task != "retrieval" and not model.config.detection_head:
+    if args.task != "retrieval" and not stored_config(args.checkpoint)[1].detection_head:  # before any loading
         raise ValueError(f"--task {args.task} needs a model with the detection head (a fine-stage run); "
                          f"{args.checkpoint} has none")
+    device = args.device or _init_distributed()
+    model = load_model(args.checkpoint, device, eager=args.eager)
     sizes = _sizes(args, run_data_config(args.checkpoint), model.config)
     tokenizer = load_tokenizer(args.tokenizer or Path(args.data) / "tokenizer")
     loader = eval_loader(args.task, args.data, args.split, tokenizer, args.batch_size, sizes["max_text_len"],

@@ -30,31 +30,33 @@ def resolve_checkpoint(run_or_checkpoint: str | Path) -> Path:
     return path
 
 
-def load_model(run_or_checkpoint: str | Path, device: str | torch.device = "cpu", eager: bool = False,
-               family: str = "fiber") -> torch.nn.Module:
-    """The model of ``family`` (``"fiber"``: ``build_fiber``, ``"oscar"``: ``build_oscar``) from the config stored
-    in the checkpoint, weights loaded strictly, in eval mode. A checkpoint of the other family raises
-    ``ValueError`` naming the ``--model`` flag that evaluates it."""
-    from fiber_fast.models import (
-        FiberConfig,
-        OscarConfig,
-        build_fiber,
-        build_oscar,
-        load_checkpoint,
-        read_checkpoint_config,
-    )
+def stored_config(run_or_checkpoint: str | Path, family: str = "fiber") -> tuple[Path, Any]:
+    """The ``.safetensors`` file of ``run_or_checkpoint`` and the config stored in it (its header only), which
+    must be of ``family`` (``"fiber"``: ``FiberConfig``, ``"oscar"``: ``OscarConfig``); a checkpoint of the
+    other family raises ``ValueError`` naming the ``--model`` flag that evaluates it."""
+    from fiber_fast.models import FiberConfig, OscarConfig, read_checkpoint_config
 
-    families = {"fiber": (FiberConfig, build_fiber), "oscar": (OscarConfig, build_oscar)}
+    families = {"fiber": FiberConfig, "oscar": OscarConfig}
     if family not in families:
         raise ValueError(f"family must be one of {sorted(families)}, got {family!r}")
     path = resolve_checkpoint(run_or_checkpoint)
     config = read_checkpoint_config(path)
-    config_class, build = families[family]
-    if not isinstance(config, config_class):
-        other = next(name for name, (cls, _) in families.items() if isinstance(config, cls))
-        raise ValueError(f"{run_or_checkpoint} holds a {type(config).__name__} model, not a {config_class.__name__} "
-                         f"one: evaluate it with --model {other}")
-    model = build(config, eager=eager)
+    if not isinstance(config, families[family]):
+        other = next(name for name, cls in families.items() if isinstance(config, cls))
+        raise ValueError(f"{run_or_checkpoint} holds a {type(config).__name__} model, not a "
+                         f"{families[family].__name__} one: evaluate it with --model {other}")
+    return path, config
+
+
+def load_model(run_or_checkpoint: str | Path, device: str | torch.device = "cpu", eager: bool = False,
+               family: str = "fiber") -> torch.nn.Module:
+    """The model of ``family`` (``"fiber"``: ``build_fiber``, ``"oscar"``: ``build_oscar``) from the config stored
+    in the checkpoint (``stored_config``: a checkpoint of the other family is refused), weights loaded strictly,
+    in eval mode."""
+    from fiber_fast.models import build_fiber, build_oscar, load_checkpoint
+
+    path, config = stored_config(run_or_checkpoint, family)
+    model = {"fiber": build_fiber, "oscar": build_oscar}[family](config, eager=eager)
     load_checkpoint(model, path)
     return model.to(device).eval()
 
