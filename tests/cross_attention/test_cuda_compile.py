@@ -19,13 +19,14 @@ import subprocess
 
 import pytest
 import torch
+from fiber_kernels.cross_attention import cuda
 from fiber_kernels.testing import CARD_LIMITS, emu, nvcc_report, nvcc_unavailable_reason
 
 SOURCE = emu.REPO_ROOT / "tests" / "cross_attention" / "cross_attention_kernels_nvcc.cu"
 CARDS = {70: "V100", 80: "A100", 90: "H100"}
 DTYPES = {"6__half": torch.float16, "f": torch.float32, "13__nv_bfloat16": torch.bfloat16}
 KERNELS = ("cross_attention_fwd_kernel", "cross_attention_bwd_dq_kernel", "cross_attention_bwd_dkdv_kernel")
-HEAD_DIMS = (32, 64, 128)
+HEAD_DIMS = cuda.LIMITS.head_dims  # every head dim the launchers take (tests/test_limits.py: the C++ kHeadDims)
 DEFINES = {flag[2:]: None for flag in emu.compile_flags() if flag.startswith("-D__CUDA_NO_")}
 
 
