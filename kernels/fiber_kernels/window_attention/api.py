@@ -15,11 +15,9 @@ import torch
 from .. import dispatch
 from .._autocast import autocast_dtype, cast_floats
 from .checks import check_window_attention
-from .function import LAUNCHERS, window_attention_op
+from .function import LAUNCHERS, OP, window_attention_op
 from .geometry import WindowGeometry
 from .reference import window_attention_sdpa
-
-OP = "window_attention"
 
 
 def _launch(backend: str):
