@@ -18,7 +18,7 @@ from fiber_kernels.window_attention import cuda, reference, triton_bwd, triton_f
 from fiber_kernels.window_attention.geometry import WindowGeometry
 
 from ._cases import CASES, FIBER_25X42, Case, make_inputs
-from .conftest import assert_matches_reference
+from .conftest import assert_matches_reference, with_autograd
 
 
 def _cuda(ops, case: Case, seed: int):
@@ -227,15 +227,9 @@ def test_custom_op_with_cuda_backend_runs_the_cuda_kernels_through_autograd(ops)
     from fiber_kernels.window_attention.function import window_attention_op
 
     case = Case(2, 5, 9, 3, 32, (7, 7), (3, 3))   # shifted, padded (keys = qkv bias), 2 images
-    counting = _CountingOps(ops)
-
-    def kernel(qkv, table, bias, grad_out):
-        leaves = [t.detach().requires_grad_() for t in (qkv, table, bias)]
-        with emu.launching_on(counting, cuda):
-            out = window_attention_op(*leaves, *case.geometry().op_args(), "cuda")[0]
-            return (out, *torch.autograd.grad(out, leaves, grad_out.to(out.dtype)))
-
-    assert_matches_reference(case, torch.float16, kernel)
+    kernel = with_autograd(lambda *leaves: window_attention_op(*leaves, *case.geometry().op_args(), "cuda")[0])
+    with emu.launching_on(_CountingOps(ops), cuda) as counting:
+        assert_matches_reference(case, torch.float16, kernel)
     assert counting.calls == ["window_attention_fwd", "window_attention_bwd"]
     leaves = [t.requires_grad_() for t in make_inputs(case, torch.float16)]
     with emu.launching_on(ops, cuda):  # schema, fake impl, autograd registration, AOT dispatch

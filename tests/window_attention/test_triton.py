@@ -13,21 +13,16 @@ from fiber_kernels.window_attention.triton_bwd import num_splits_for, window_att
 from fiber_kernels.window_attention.triton_fwd import window_attention_fwd
 
 from ._cases import CASES, FIBER_25X42, FIBER_25X42_H1, Case, make_inputs
-from .conftest import assert_matches_reference
+from .conftest import assert_matches_reference, with_autograd
 
 # Under -m slow: the 4-head FIBER map, and fp16 of two more cases, in both dtypes.
 SLOW_CASES = [FIBER_25X42, CASES[7], CASES[5]]
 
 
 def _triton(case: Case):
-    def kernel(qkv, table, bias, grad_out):
-        leaves = [t.detach().requires_grad_() if t is not None else None for t in (qkv, table, bias)]
-        out = window_attention(leaves[0], leaves[1], case.heads, case.window, case.shift, qkv_bias=leaves[2],
-                               shift_first=case.shift_first, backend="triton")
-        grads = torch.autograd.grad(out, [t for t in leaves if t is not None], grad_out.to(out.dtype))
-        return (out, *grads) if bias is not None else (out, *grads, None)
-
-    return kernel
+    return with_autograd(lambda qkv, table, bias: window_attention(
+        qkv, table, case.heads, case.window, case.shift, qkv_bias=bias, shift_first=case.shift_first,
+        backend="triton"))
 
 
 def _check_case(case: Case, dtype: torch.dtype) -> None:
