@@ -37,6 +37,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.utils.checkpoint import GraphExecGroup
 
 from fiber_fast.models import FiberConfig, build_fiber
+from fiber_fast.train.distributed import rank, world_size
 from fiber_fast.train.objectives import itc_loss, itm_loss, mask_tokens, sample_itm_pairs
 from fiber_fast.train.tasks import CoarseTask, FineTask, masked_token_loss
 
@@ -463,7 +464,6 @@ def deepspeed_rates(spec: StepSpec, variant: Variant, rounds: int, zero: int = 2
     from deepspeed.utils import logger
 
     from fiber_fast.train.config import BatchSection, TrainConfig
-    from fiber_fast.train.distributed import rank, world_size
     from fiber_fast.train.engine import deepspeed_config, init_distributed, seed_everything
     from fiber_fast.train.optim import build_optimizer
 
@@ -530,7 +530,7 @@ def _main(argv: list[str]) -> None:
     """``python -m bench.train_step KERNEL PROVIDER ROUNDS OUT.json`` (rank 0 writes the rates)."""
     kernel, provider, rounds, out = argv
     rates = deepspeed_rates(CPU_STEPS[kernel], VARIANTS[provider], int(rounds))
-    if int(os.environ.get("RANK", "0")) == 0:
+    if rank() == 0:
         Path(out).write_text(json.dumps({"rates": rates, "threads": torch.get_num_threads()}))
 
 
